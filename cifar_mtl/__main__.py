@@ -1,0 +1,5 @@
+import sys
+
+from cifar_mtl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,205 @@
+"""The training configuration: one validated dataclass, read from JSON plus `key=value` overrides.
+
+Unknown keys and bad values are refused with a `ConfigError` that lists every problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VARIANTS = ("single", "multitask")
+BACKBONES = ("efficientnetv2b1",)
+AUGMENTATIONS = ("none", "flip_translate", "randaugment", "mixup", "cutmix")
+POOLINGS = ("avg", "max")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or out of range. The message lists every problem."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Epoch counts are whole epochs; rates are per step."""
+
+    # what to train
+    variant: str = "multitask"  # "single" or "multitask" (adds the `animal` head)
+    backbone: str = "efficientnetv2b1"
+    weights: str = "none"  # "none", "imagenet" or a path to a local .weights.h5 / .h5 file
+    image_size: int = 32  # side in pixels the 32x32 images are resized to (>= 32)
+    dropout: float = 0.2
+    pooling: str = "avg"
+    # the method's label smoothing: true class 1 - eps, other classes eps / (K - 1)
+    label_smoothing: float = 0.1
+    animal_label_smoothing: float | None = None  # None: same eps as the class head
+    animal_loss_weight: float = 1.0
+    # data
+    data_dir: str | None = None  # None: $CIFAR10_DIR, else the keras download
+    val_split: float = 0.1  # share of the training set held out, stratified
+    train_subset: int | None = None  # stratified subset of the training images, for quick runs
+    augment: str = "flip_translate"
+    batch_size: int = 64
+    # stage 1: heads on a frozen backbone (skipped when weights is "none")
+    frozen_epochs: int = 0
+    frozen_lr: float = 1e-3
+    # stage 2: the whole backbone (or its top N blocks) fine-tuned, BatchNorm in inference mode
+    finetune_epochs: int = 3
+    finetune_lr: float = 1e-3
+    finetune_blocks: int | None = None  # None: every block
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    seed: int = 42
+    mixed_precision: str = "auto"  # "auto" (bf16/fp16 on GPU only), "on", "off"
+    progress_interval: float = 2.0  # seconds between progress.json updates
+    name: str = "run"  # run id prefix
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def multitask(self) -> bool:
+        return self.variant == "multitask"
+
+    @property
+    def animal_eps(self) -> float:
+        return self.label_smoothing if self.animal_label_smoothing is None else self.animal_label_smoothing
+
+    @property
+    def train_from_scratch(self) -> bool:
+        return self.weights == "none"
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _parse_value(key: str, text: str):
+    """Turn an override string into a value of the field's type (JSON first, then raw)."""
+    if text.lower() in ("null", "none") and key not in ("weights", "augment"):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _check_type(key: str, value, problems: list) -> object:
+    spec = FIELDS[key].type
+    optional = "None" in str(spec)
+    if value is None:
+        if not optional:
+            problems.append(f"{key}: must not be null")
+        return value
+    if "float" in str(spec):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{key}: expected a number, got {value!r}")
+            return value
+        return float(value)
+    if "int" in str(spec):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{key}: expected a whole number, got {value!r}")
+        return value
+    if "str" in str(spec) and not isinstance(value, str):
+        problems.append(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _check_ranges(c: TrainConfig, problems: list) -> None:
+    def choice(key, options):
+        if getattr(c, key) not in options:
+            problems.append(f"{key}: {getattr(c, key)!r} is not one of {', '.join(options)}")
+
+    choice("variant", VARIANTS)
+    choice("backbone", BACKBONES)
+    choice("augment", AUGMENTATIONS)
+    choice("pooling", POOLINGS)
+    choice("mixed_precision", ("auto", "on", "off"))
+    for key in ("label_smoothing", "animal_label_smoothing"):
+        v = getattr(c, key)
+        if isinstance(v, float) and not 0.0 <= v < 1.0:
+            problems.append(f"{key}: {v} must be in [0, 1)")
+    if isinstance(c.dropout, float) and not 0.0 <= c.dropout < 1.0:
+        problems.append(f"dropout: {c.dropout} must be in [0, 1)")
+    if isinstance(c.val_split, float) and not 0.0 <= c.val_split < 0.5:
+        problems.append(f"val_split: {c.val_split} must be in [0, 0.5)")
+    for key in ("image_size", "batch_size", "frozen_epochs", "finetune_epochs", "seed", "train_subset", "finetune_blocks"):
+        v = getattr(c, key)
+        if isinstance(v, int) and not isinstance(v, bool):
+            low = {"image_size": 32, "batch_size": 1, "seed": 0, "train_subset": 10, "finetune_blocks": 1}.get(key, 0)
+            if v < low:
+                problems.append(f"{key}: {v} must be at least {low}")
+    if isinstance(c.image_size, int) and c.image_size > 512:
+        problems.append(f"image_size: {c.image_size} is larger than 512")
+    for key in ("frozen_lr", "finetune_lr", "animal_loss_weight", "weight_decay", "warmup_epochs", "progress_interval"):
+        v = getattr(c, key)
+        if isinstance(v, float) and (v < 0 or v != v):
+            problems.append(f"{key}: {v} must be a non-negative number")
+    for key in ("frozen_lr", "finetune_lr"):
+        v = getattr(c, key)
+        if isinstance(v, float) and v > 1.0:
+            problems.append(f"{key}: {v} is larger than 1")
+    if isinstance(c.weights, str) and c.weights not in ("none", "imagenet"):
+        if not Path(os.path.expanduser(c.weights)).is_file():
+            problems.append(f"weights: {c.weights!r} is neither 'none', 'imagenet' nor an existing file")
+    if isinstance(c.frozen_epochs, int) and isinstance(c.finetune_epochs, int):
+        if c.frozen_epochs + c.finetune_epochs < 1 and not (c.weights == "none" and c.finetune_epochs >= 1):
+            problems.append("frozen_epochs + finetune_epochs: train for at least one epoch")
+        if c.weights == "none" and c.finetune_epochs < 1:
+            problems.append("finetune_epochs: must be at least 1 when training from scratch (weights 'none')")
+    if isinstance(c.name, str):
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}", c.name):
+            problems.append(f"name: {c.name!r} must be 1-40 letters, digits, '.', '_' or '-'")
+
+
+def make_config(values: dict | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Validate `values` (a dict, e.g. from JSON) plus `key=value` strings into a TrainConfig.
+
+    Raises ConfigError listing every unknown key and every bad value.
+    """
+    values = dict(values or {})
+    problems = []
+    for item in overrides or []:
+        if "=" not in item:
+            problems.append(f"--set {item!r}: expected key=value")
+            continue
+        key, text = item.split("=", 1)
+        key = key.strip()
+        values[key] = _parse_value(key, text.strip())
+    values.pop("$comment", None)
+    unknown = sorted(set(values) - set(FIELDS))
+    for key in unknown:
+        problems.append(f"{key}: unknown key (known keys: {', '.join(FIELDS)})")
+    clean = {}
+    for key, value in values.items():
+        if key in FIELDS:
+            clean[key] = _check_type(key, value, problems)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    config = TrainConfig(**clean)
+    _check_ranges(config, problems)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return config
+
+
+def load_config_file(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a JSON config file and apply overrides; errors name the file."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object of settings")
+    try:
+        return make_config(values, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
