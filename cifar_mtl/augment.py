@@ -1,0 +1,65 @@
+"""Augmentation presets built from Keras's own preprocessing layers.
+
+An augmenter is a function `(images, targets) -> (images, targets)` over one batch:
+images float32 (B, H, W, 3) in [0, 255], targets a dict of (B, k) soft targets.
+MixUp and CutMix mix the class and the animal targets with the same weights, so
+both heads see one consistent mixture.
+"""
+
+from __future__ import annotations
+
+PRESETS = ("none", "flip_translate", "randaugment", "mixup", "cutmix")
+
+
+def _flip_translate(seed: int):
+    import keras
+
+    return [
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        # 4 pixels of 32, with reflection: the classic CIFAR pad-and-crop.
+        keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", seed=seed + 1),
+    ]
+
+
+def build_augmenter(preset: str, seed: int = 0):
+    """The augmenter for a preset name (see PRESETS), or None for "none"."""
+    import keras
+    import tensorflow as tf
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if preset == "none":
+        return None
+    layers = _flip_translate(seed)
+    if preset == "randaugment":
+        layers = [layers[0], keras.layers.RandAugment(value_range=(0, 255), seed=seed + 2)]
+    mixer = None
+    if preset == "mixup":
+        mixer = keras.layers.MixUp(alpha=0.2, seed=seed + 3)
+    elif preset == "cutmix":
+        mixer = keras.layers.CutMix(factor=1.0, seed=seed + 3)
+
+    def augment(images, targets):
+        for layer in layers:
+            images = layer(images, training=True)
+        if mixer is not None:
+            images, targets = mix(mixer, images, targets)
+        return images, targets
+
+    return augment
+
+
+def mix(mixer, images, targets: dict):
+    """Apply a MixUp/CutMix layer to images and to every target with the same draw.
+
+    The targets are concatenated along the last axis, mixed once and split again,
+    so the animal target is mixed with exactly the class target's weights.
+    """
+    import tensorflow as tf
+
+    names = sorted(targets)
+    sizes = [int(targets[n].shape[-1]) for n in names]
+    labels = tf.concat([tf.cast(targets[n], tf.float32) for n in names], axis=-1)
+    out = mixer({"images": images, "labels": labels}, training=True)
+    parts = tf.split(out["labels"], sizes, axis=-1)
+    return out["images"], dict(zip(names, parts))

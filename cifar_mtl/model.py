@@ -1,0 +1,99 @@
+"""EfficientNetV2B1 with a `class` head and, for the multitask variant, an `animal` head.
+
+Input: float32 images (B, 32, 32, 3) with pixels in [0, 255]; the backbone's own
+preprocessing layer rescales them (B0-B3 expect [0, 255], not [-1, 1]). Outputs: a
+dict {"class": (B, 10) softmax, "animal": (B, 1) sigmoid}; single-task models have
+only "class". Names of output layers equal their dict keys, so Keras's history has
+`class_loss`, `class_accuracy`, `animal_loss`, ...
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from cifar_mtl.config import TrainConfig
+from cifar_mtl.labels import NUM_CLASSES
+
+BACKBONE_NAME = "backbone"
+
+
+def _weights_arg(weights: str):
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    return os.path.expanduser(weights)
+
+
+def build_backbone(config: TrainConfig):
+    """The EfficientNetV2B1 feature extractor (no top) for `config.image_size` inputs."""
+    import keras
+
+    size = config.image_size
+    base = keras.applications.EfficientNetV2B1(
+        include_top=False,
+        weights=_weights_arg(config.weights),
+        input_shape=(size, size, 3),
+        include_preprocessing=True,
+    )
+    base.name = BACKBONE_NAME
+    return base
+
+
+def build_model(config: TrainConfig):
+    """The full model for `config` (see module docstring for inputs and outputs)."""
+    import keras
+
+    inputs = keras.Input(shape=(32, 32, 3), name="image")
+    x = inputs
+    if config.image_size != 32:
+        x = keras.layers.Resizing(config.image_size, config.image_size, name="resize")(x)
+    base = build_backbone(config)
+    # Pretrained weights: BatchNorm stays in inference mode in both stages (the method's
+    # fine-tuning recipe). From scratch, BatchNorm must learn its statistics.
+    x = base(x, training=False if not config.train_from_scratch else None)
+    pool = keras.layers.GlobalAveragePooling2D if config.pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    x = pool(name="pool")(x)
+    x = keras.layers.Dropout(config.dropout, name="dropout")(x)
+    # float32 heads keep softmax/sigmoid stable under mixed precision.
+    outputs = {"class": keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="class")(x)}
+    if config.multitask:
+        outputs["animal"] = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="animal")(x)
+    return keras.Model(inputs, outputs, name=f"effnetv2b1_{config.variant}")
+
+
+def backbone(model):
+    return model.get_layer(BACKBONE_NAME)
+
+
+def _block_id(layer_name: str) -> str | None:
+    match = re.match(r"(block\d+[a-z]+)_", layer_name)
+    return match.group(1) if match else None
+
+
+def set_stage(model, stage: str, finetune_blocks: int | None = None) -> None:
+    """Make the right weights trainable for a stage; recompile afterwards.
+
+    "frozen": the backbone is frozen, only the heads train.
+    "finetune": the whole backbone trains, or only its top `finetune_blocks` blocks
+    (plus the final 1x1 conv and its BatchNorm).
+    """
+    base = backbone(model)
+    if stage == "frozen":
+        base.trainable = False
+        return
+    if stage != "finetune":
+        raise ValueError(f"unknown stage {stage!r}; expected 'frozen' or 'finetune'")
+    base.trainable = True
+    if finetune_blocks is None:
+        return
+    blocks = []
+    for layer in base.layers:
+        block = _block_id(layer.name)
+        if block and block not in blocks:
+            blocks.append(block)
+    top = set(blocks[-finetune_blocks:])
+    for layer in base.layers:
+        block = _block_id(layer.name)
+        layer.trainable = (block in top) if block else layer.name.startswith("top_")
