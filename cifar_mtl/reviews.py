@@ -1,0 +1,759 @@
+"""The review database: reviewers' error categories, notes and mislabel verdicts.
+
+Reviews are about *test images*, named by their official test-set index (0..9999).
+The run a reviewer was looking at is recorded with every review, but it is not part
+of the key: the current state is keyed by (reviewer, index, category) for tags and
+by (reviewer, index) for notes and mislabel verdicts. A query with `run_id=None`
+covers every run; with a run id it keeps the current entries whose latest event was
+recorded while reviewing that run.
+
+Storage (SQLite at `<home>/reviews.sqlite`, WAL mode, busy timeout, synchronous
+FULL so a committed review survives a killed process):
+
+- `review_events` is append-only (triggers refuse UPDATE and DELETE). Every change
+  is one row: tag add/remove, note set/clear, mislabel set/clear. Removal is an
+  event, so history and undo always work.
+- The current state of a key is its latest event; `current_*` derive it with one
+  indexed query, so there is no second copy that could drift.
+- `undo(reviewer)` takes the reviewer's latest event that is not an undo and not
+  yet undone, and records a new event restoring the key's previous state (the
+  undo points at what it undid in `undoes`). Repeated undos walk further back.
+- `schema_version` holds one row per component (`reviews` here), so other parts
+  of the project (the job table) can keep their own version in the same file.
+  A database newer than this code is refused with `SchemaError`.
+
+Streamlit calls from several threads, and tests from several processes: each
+thread (and each process after a fork) gets its own connection.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cifar_mtl.labels import NUM_CLASSES
+
+SCHEMA_VERSION = 1
+COMPONENT = "reviews"
+N_TEST = 10_000
+MAX_NOTE_CHARS = 10_000
+MAX_REVIEWER_CHARS = 100
+
+CATEGORIES = (
+    ("clutter", "cluttered background draws attention away from the object"),
+    ("occlusion", "the object is partially hidden or cut off"),
+    ("colour", "unusual colour, or colour shared with another class"),
+    ("context", "surroundings typical of another class (sky, water, road)"),
+    ("pose", "unusual pose, viewpoint or scale of the object"),
+    ("distinctive_features", "the features that tell the class apart are not visible"),
+    ("mislabel", "the test label itself looks wrong"),
+)
+VERDICTS = ("confirmed", "rejected", "unsure")
+CATEGORY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+TAG_COLUMNS = ["index", "category", "reviewer", "run_id", "at"]
+MISLABEL_COLUMNS = ["index", "reviewer", "verdict", "suggested_label", "run_id", "at"]
+NOTE_COLUMNS = ["index", "reviewer", "note", "run_id", "at"]
+EVENT_COLUMNS = [
+    "id", "at", "reviewer", "run_id", "index", "kind", "category", "action",
+    "note", "verdict", "suggested_label", "undoes",
+]
+AGREEMENT_COLUMNS = [
+    "category", "n_images", "n_reviewers", "n_tagged", "agreement", "cohen_kappa", "fleiss_kappa",
+]
+
+
+class SchemaError(Exception):
+    """The database file is not a review database this code can use."""
+
+
+class ReviewError(ValueError):
+    """A review operation got bad input (unknown category, index, verdict, ...)."""
+
+
+# --- schema ------------------------------------------------------------------------
+
+
+_SCHEMA_1 = (
+    """CREATE TABLE categories (
+        name TEXT PRIMARY KEY,
+        description TEXT NOT NULL DEFAULT '',
+        builtin INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        created_by TEXT
+    )""",
+    """CREATE TABLE review_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        reviewer TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('tag', 'note', 'mislabel')),
+        key TEXT NOT NULL DEFAULT '',
+        action TEXT NOT NULL CHECK (action IN ('add', 'remove', 'set', 'clear')),
+        value TEXT,
+        suggested_label INTEGER,
+        undoes INTEGER REFERENCES review_events(id)
+    )""",
+    "CREATE INDEX review_events_state ON review_events(kind, reviewer, idx, key, id)",
+    "CREATE INDEX review_events_reviewer ON review_events(reviewer, id)",
+    "CREATE INDEX review_events_run ON review_events(run_id, id)",
+    "CREATE INDEX review_events_undoes ON review_events(undoes)",
+    """CREATE TRIGGER review_events_no_update BEFORE UPDATE ON review_events
+        BEGIN SELECT RAISE(ABORT, 'review events are append-only'); END""",
+    """CREATE TRIGGER review_events_no_delete BEFORE DELETE ON review_events
+        BEGIN SELECT RAISE(ABORT, 'review events are append-only'); END""",
+)
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    # One statement at a time: executescript() would commit the migration's transaction.
+    for statement in _SCHEMA_1:
+        conn.execute(statement)
+    at = _now()
+    conn.executemany(
+        "INSERT INTO categories (name, description, builtin, created_at) VALUES (?, ?, 1, ?)",
+        [(name, desc, at) for name, desc in CATEGORIES],
+    )
+
+
+# version -> function bringing the schema from version - 1 to version.
+MIGRATIONS = {1: _migration_1}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def default_path(home_dir=None) -> Path:
+    """`<home>/reviews.sqlite`."""
+    from cifar_mtl.runs import home
+
+    return home(home_dir) / "reviews.sqlite"
+
+
+# --- validation ----------------------------------------------------------------------
+
+
+def _whole_number(value, limit: int, what: str, where: str) -> int:
+    """`value` as an int in 0..limit-1, else ReviewError naming `what` and `where`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ReviewError(f"{what} must be an integer in 0..{limit - 1}{where}, got {value!r}")
+    if not 0 <= int(value) < limit:
+        raise ReviewError(f"{what} {int(value)} is outside 0..{limit - 1}{where}")
+    return int(value)
+
+
+def _check_index(index) -> int:
+    return _whole_number(index, N_TEST, "image index", " (the test set)")
+
+
+def _check_reviewer(reviewer) -> str:
+    if not isinstance(reviewer, str) or not reviewer.strip():
+        raise ReviewError("reviewer name is empty: pick or type a reviewer name first")
+    reviewer = reviewer.strip()
+    if len(reviewer) > MAX_REVIEWER_CHARS:
+        raise ReviewError(f"reviewer name is longer than {MAX_REVIEWER_CHARS} characters")
+    return reviewer
+
+
+def _check_run(run_id) -> str:
+    from cifar_mtl.runs import validate_run_id
+
+    try:
+        return validate_run_id(run_id)
+    except ValueError as exc:
+        raise ReviewError(str(exc)) from exc
+
+
+def _check_label(label) -> int:
+    return _whole_number(label, NUM_CLASSES, "suggested label", " (a class index)")
+
+
+def normalise_category(name) -> str:
+    """Category key: lower case, spaces to underscores ("Bad light" -> "bad_light")."""
+    if not isinstance(name, str) or not name.strip():
+        raise ReviewError("category name is empty")
+    key = re.sub(r"[\s-]+", "_", name.strip().lower())
+    if not CATEGORY_PATTERN.fullmatch(key):
+        raise ReviewError(
+            f"category name {name!r} is not usable: use 1-40 letters, digits or "
+            "underscores, starting with a letter"
+        )
+    return key
+
+
+# --- the store -----------------------------------------------------------------------
+
+
+class ReviewStore:
+    """The review database at `path` (default `<home>/reviews.sqlite`).
+
+    Opening it creates or migrates the schema. Raises `SchemaError` when the file is
+    not an SQLite database or was written by a newer version of this code.
+    """
+
+    def __init__(self, path=None, *, timeout: float = 30.0):
+        self.path = Path(path) if path is not None else default_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.timeout = float(timeout)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._closed = False
+        self._conn()  # open now so a bad file is reported at construction
+
+    def __repr__(self) -> str:
+        return f"ReviewStore({str(self.path)!r})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- connections --
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise ReviewError(f"the review store {self.path} is closed; open a new ReviewStore")
+        conn = getattr(self._local, "conn", None)
+        # A forked child inherits the parent's objects but must not share its connection.
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        conn = self._connect()
+        self._local.conn, self._local.pid = conn, os.getpid()
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            raise SchemaError(
+                f"{self.path} cannot be used as the review database ({exc}); "
+                "move the file aside or point CIFAR_MTL_HOME elsewhere"
+            ) from exc
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = _schema_version(conn, self.path)
+        if version == SCHEMA_VERSION:
+            return
+        _refuse_newer(version, self.path)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            # Another process may have migrated while we waited for the write lock.
+            version = _schema_version(conn, self.path)
+            _refuse_newer(version, self.path)
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[v](conn)
+            conn.execute(
+                "INSERT INTO schema_version (component, version) VALUES (?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                (COMPONENT, SCHEMA_VERSION),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        """The review schema version stored in the file."""
+        return _schema_version(self._conn(), self.path)
+
+    def close(self) -> None:
+        """Close every connection this store opened (in any thread)."""
+        with self._lock:
+            self._closed = True
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+
+    def _write(self):
+        return _WriteTransaction(self._conn())
+
+    # -- categories --
+
+    def categories(self) -> pd.DataFrame:
+        """DataFrame[name, description, builtin]: seeded categories first, then added ones."""
+        rows = self._conn().execute(
+            "SELECT name, description, builtin FROM categories ORDER BY builtin DESC, rowid"
+        ).fetchall()
+        df = pd.DataFrame(rows, columns=["name", "description", "builtin"])
+        df["builtin"] = df["builtin"].astype(bool)
+        return df
+
+    def category_names(self) -> list[str]:
+        return self.categories()["name"].tolist()
+
+    def add_category(self, name: str, description: str = "", reviewer: str | None = None) -> str:
+        """Add a category; returns its key (see `normalise_category`)."""
+        key = normalise_category(name)
+        if not isinstance(description, str):
+            raise ReviewError("category description must be text")
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM categories WHERE name = ?", (key,)).fetchone():
+                raise ReviewError(f"category {key!r} already exists")
+            conn.execute(
+                "INSERT INTO categories (name, description, builtin, created_at, created_by) "
+                "VALUES (?, ?, 0, ?, ?)",
+                (key, description.strip(), _now(), reviewer),
+            )
+        return key
+
+    def _check_category(self, conn, category) -> str:
+        key = normalise_category(category)
+        if not conn.execute("SELECT 1 FROM categories WHERE name = ?", (key,)).fetchone():
+            known = [r[0] for r in conn.execute("SELECT name FROM categories ORDER BY rowid")]
+            raise ReviewError(f"unknown category {category!r}; known: {known}. Add it first.")
+        return key
+
+    # -- tags --
+
+    def tag(self, run_id: str, index: int, category: str, reviewer: str) -> bool:
+        """Tag test image `index` with `category`. Returns False if it already was."""
+        return self._set_tag(run_id, index, category, reviewer, on=True)
+
+    def untag(self, run_id: str, index: int, category: str, reviewer: str) -> bool:
+        """Remove the tag (recorded as an event). Returns False if there was none."""
+        return self._set_tag(run_id, index, category, reviewer, on=False)
+
+    def toggle(self, run_id: str, index: int, category: str, reviewer: str) -> bool:
+        """Flip the tag; returns the new state (True = tagged)."""
+        run_id, index, reviewer = _check_run(run_id), _check_index(index), _check_reviewer(reviewer)
+        with self._write() as conn:
+            key = self._check_category(conn, category)
+            on = not _is_active(_latest(conn, reviewer, index, "tag", key))
+            _insert(conn, reviewer, run_id, index, "tag", key, "add" if on else "remove")
+        return on
+
+    def _set_tag(self, run_id, index, category, reviewer, on: bool) -> bool:
+        run_id, index, reviewer = _check_run(run_id), _check_index(index), _check_reviewer(reviewer)
+        with self._write() as conn:
+            key = self._check_category(conn, category)
+            if _is_active(_latest(conn, reviewer, index, "tag", key)) == on:
+                return False
+            _insert(conn, reviewer, run_id, index, "tag", key, "add" if on else "remove")
+        return True
+
+    def tag_many(self, run_id: str, indices, category: str, reviewer: str) -> int:
+        """Tag many images in one transaction; returns how many were newly tagged."""
+        run_id, reviewer = _check_run(run_id), _check_reviewer(reviewer)
+        indices = [_check_index(i) for i in _as_index_list(indices)]
+        with self._write() as conn:
+            key = self._check_category(conn, category)
+            active = set(self._active_indices(conn, reviewer, "tag", key))
+            new = [i for i in dict.fromkeys(indices) if i not in active]
+            at = _now()
+            conn.executemany(
+                "INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action) "
+                "VALUES (?, ?, ?, ?, 'tag', ?, 'add')",
+                [(at, reviewer, run_id, i, key) for i in new],
+            )
+        return len(new)
+
+    @staticmethod
+    def _active_indices(conn, reviewer, kind, key) -> list[int]:
+        rows = conn.execute(
+            "SELECT e.idx FROM review_events e JOIN (SELECT MAX(id) AS id FROM review_events "
+            "WHERE kind = ? AND reviewer = ? AND key = ? GROUP BY idx) m ON e.id = m.id "
+            "WHERE e.action IN ('add', 'set')",
+            (kind, reviewer, key),
+        )
+        return [r[0] for r in rows]
+
+    # -- notes and mislabels --
+
+    def set_note(self, run_id: str, index: int, reviewer: str, note: str | None) -> bool:
+        """Set the reviewer's note on an image; an empty note clears it. Returns whether it changed."""
+        run_id, index, reviewer = _check_run(run_id), _check_index(index), _check_reviewer(reviewer)
+        if note is not None and not isinstance(note, str):
+            raise ReviewError(f"note must be text, got {type(note).__name__}")
+        note = (note or "").strip()
+        if len(note) > MAX_NOTE_CHARS:
+            raise ReviewError(f"note is {len(note)} characters; keep it under {MAX_NOTE_CHARS}")
+        with self._write() as conn:
+            last = _latest(conn, reviewer, index, "note", "")
+            current = last["value"] if _is_active(last) else ""
+            if current == note:
+                return False
+            _insert(conn, reviewer, run_id, index, "note", "", "set" if note else "clear", note or None)
+        return True
+
+    def set_mislabel(
+        self, run_id: str, index: int, reviewer: str, verdict: str, suggested_label: int | None = None
+    ) -> bool:
+        """Record a mislabel verdict; `suggested_label` (0..9) is required when confirmed.
+
+        A rejected verdict says the test label is right, so it takes no suggested label.
+        Returns whether the state changed.
+        """
+        run_id, index, reviewer = _check_run(run_id), _check_index(index), _check_reviewer(reviewer)
+        if verdict not in VERDICTS:
+            raise ReviewError(f"unknown verdict {verdict!r}; expected one of {VERDICTS}")
+        if suggested_label is not None:
+            suggested_label = _check_label(suggested_label)
+        if verdict == "confirmed" and suggested_label is None:
+            raise ReviewError("a confirmed mislabel needs the label you believe is right")
+        if verdict == "rejected" and suggested_label is not None:
+            raise ReviewError("a rejected verdict keeps the test label; leave suggested_label empty")
+        with self._write() as conn:
+            last = _latest(conn, reviewer, index, "mislabel", "")
+            if _is_active(last) and (last["value"], last["suggested_label"]) == (verdict, suggested_label):
+                return False
+            _insert(conn, reviewer, run_id, index, "mislabel", "", "set", verdict, suggested_label)
+        return True
+
+    def clear_mislabel(self, run_id: str, index: int, reviewer: str) -> bool:
+        """Withdraw the reviewer's verdict (recorded as an event). Returns whether there was one."""
+        run_id, index, reviewer = _check_run(run_id), _check_index(index), _check_reviewer(reviewer)
+        with self._write() as conn:
+            if not _is_active(_latest(conn, reviewer, index, "mislabel", "")):
+                return False
+            _insert(conn, reviewer, run_id, index, "mislabel", "", "clear")
+        return True
+
+    # -- undo --
+
+    def undo(self, reviewer: str, run_id: str | None = None) -> dict | None:
+        """Undo the reviewer's latest change (optionally only among `run_id`'s).
+
+        Records a new event restoring the key's previous state. Returns the undone
+        event as a dict (keys of `EVENT_COLUMNS`) plus `undone_by` (the new event's
+        id), or None when there is nothing left to undo.
+        """
+        reviewer = _check_reviewer(reviewer)
+        run_clause, params = ("AND run_id = ?", (reviewer, _check_run(run_id))) if run_id else ("", (reviewer,))
+        with self._write() as conn:
+            row = conn.execute(
+                f"{_SELECT_EVENTS} e WHERE reviewer = ? {run_clause} AND undoes IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM review_events u WHERE u.undoes = e.id) "
+                "ORDER BY id DESC LIMIT 1",
+                params,
+            ).fetchone()
+            if row is None:
+                return None
+            event = _row_dict(row)
+            prev = conn.execute(
+                f"{_SELECT_EVENTS} WHERE kind = ? AND reviewer = ? AND idx = ? AND key = ? "
+                "AND id < ? ORDER BY id DESC LIMIT 1",
+                (event["kind"], reviewer, event["idx"], event["key"], event["id"]),
+            ).fetchone()
+            prev = _row_dict(prev) if prev is not None else None
+            if prev is not None:
+                action, value, label, run = prev["action"], prev["value"], prev["suggested_label"], prev["run_id"]
+            else:
+                action = "remove" if event["kind"] == "tag" else "clear"
+                value, label, run = None, None, event["run_id"]
+            new_id = _insert(
+                conn, reviewer, run, event["idx"], event["kind"], event["key"], action, value, label,
+                undoes=event["id"],
+            )
+        return {**_public_event(event), "undone_by": new_id}
+
+    # -- queries --
+
+    def _current(self, kind, run_id, reviewer, indices=None) -> list[tuple]:
+        where, params = ["kind = ?"], [kind]
+        if reviewer is not None:
+            where.append("reviewer = ?")
+            params.append(_check_reviewer(reviewer))
+        if indices is not None:
+            where.append("idx IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps([int(i) for i in _as_index_list(indices)]))
+        outer, outer_params = "", []
+        if run_id is not None:
+            outer, outer_params = "AND e.run_id = ?", [_check_run(run_id)]
+        sql = (
+            "SELECT e.idx, e.key, e.reviewer, e.value, e.suggested_label, e.run_id, e.at "
+            "FROM review_events e JOIN (SELECT MAX(id) AS id FROM review_events "
+            f"WHERE {' AND '.join(where)} GROUP BY reviewer, idx, key) m ON e.id = m.id "
+            f"WHERE e.action IN ('add', 'set') {outer} ORDER BY e.idx, e.key, e.reviewer"
+        )
+        return self._conn().execute(sql, params + outer_params).fetchall()
+
+    def current_tags(self, run_id=None, reviewer=None, indices=None) -> pd.DataFrame:
+        """Current tags: DataFrame[index, category, reviewer, run_id, at], by index."""
+        rows = self._current("tag", run_id, reviewer, indices)
+        df = pd.DataFrame(
+            [(r[0], r[1], r[2], r[5], r[6]) for r in rows], columns=TAG_COLUMNS
+        )
+        return _typed(df)
+
+    def current_mislabels(self, run_id=None, reviewer=None, indices=None) -> pd.DataFrame:
+        """Current verdicts: DataFrame[index, reviewer, verdict, suggested_label, run_id, at].
+
+        `suggested_label` is a nullable Int64 (missing unless confirmed or given with unsure).
+        """
+        rows = self._current("mislabel", run_id, reviewer, indices)
+        df = pd.DataFrame(
+            [(r[0], r[2], r[3], r[4], r[5], r[6]) for r in rows], columns=MISLABEL_COLUMNS
+        )
+        df["suggested_label"] = df["suggested_label"].astype("Int64")
+        return _typed(df)
+
+    def current_notes(self, run_id=None, reviewer=None, indices=None) -> pd.DataFrame:
+        """Current notes: DataFrame[index, reviewer, note, run_id, at]."""
+        rows = self._current("note", run_id, reviewer, indices)
+        df = pd.DataFrame([(r[0], r[2], r[3], r[5], r[6]) for r in rows], columns=NOTE_COLUMNS)
+        return _typed(df)
+
+    def history(self, run_id=None, index=None, reviewer=None) -> pd.DataFrame:
+        """Every event, oldest first: DataFrame with `EVENT_COLUMNS`.
+
+        `kind` is tag, note or mislabel; `action` add/remove (tags) or set/clear;
+        `undoes` is the id of the event an undo reversed (else missing).
+        """
+        where, params = [], []
+        if run_id is not None:
+            where.append("run_id = ?")
+            params.append(_check_run(run_id))
+        if index is not None:
+            where.append("idx = ?")
+            params.append(_check_index(index))
+        if reviewer is not None:
+            where.append("reviewer = ?")
+            params.append(_check_reviewer(reviewer))
+        sql = _SELECT_EVENTS
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._conn().execute(sql + " ORDER BY id", params).fetchall()
+        return _events_frame(rows)
+
+    def reviewed_pairs(self, run_id=None) -> pd.DataFrame:
+        """DataFrame[index, reviewer]: every (image, reviewer) with at least one event."""
+        sql, params = "SELECT DISTINCT idx, reviewer FROM review_events", []
+        if run_id is not None:
+            sql, params = sql + " WHERE run_id = ?", [_check_run(run_id)]
+        rows = self._conn().execute(sql, params).fetchall()
+        return pd.DataFrame(rows, columns=["index", "reviewer"]).astype({"index": "int64"})
+
+    def agreement(self, run_id=None) -> pd.DataFrame:
+        """Inter-reviewer agreement per category on images reviewed by 2+ reviewers.
+
+        An image counts as reviewed by a reviewer when they recorded any event on it
+        (within `run_id` when given); their answer for a category is whether they
+        currently tag it. Columns: category, n_images (images with 2+ reviewers),
+        n_reviewers, n_tagged (images tagged by at least one of them), agreement
+        (share of images where all their reviewers give the same answer),
+        cohen_kappa (only when exactly two reviewers share the images), fleiss_kappa
+        (Fleiss' generalisation to a varying number of raters per image). A kappa is
+        NaN where chance agreement is 1 (everyone always says no).
+        """
+        pairs = self.reviewed_pairs(run_id)
+        tags = self.current_tags(run_id)
+        return agreement_table(pairs, tags, self.category_names())
+
+
+class _WriteTransaction:
+    """`with` block holding SQLite's write lock (BEGIN IMMEDIATE), committed at exit."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+def _schema_version(conn, path) -> int:
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if not has_table:
+        return 0
+    try:
+        row = conn.execute(
+            "SELECT version FROM schema_version WHERE component = ?", (COMPONENT,)
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        raise SchemaError(
+            f"{path}: its schema_version table has another layout ({exc}); "
+            "it expects columns (component, version)"
+        ) from exc
+    return int(row[0]) if row else 0
+
+
+def _refuse_newer(version: int, path) -> None:
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path} has review schema version {version}, newer than this code's "
+            f"{SCHEMA_VERSION}; upgrade cifar-mtl (git pull) before opening it"
+        )
+
+
+def _latest(conn, reviewer, index, kind, key) -> dict | None:
+    row = conn.execute(
+        f"{_SELECT_EVENTS} WHERE kind = ? AND reviewer = ? AND idx = ? AND key = ? "
+        "ORDER BY id DESC LIMIT 1",
+        (kind, reviewer, index, key),
+    ).fetchone()
+    return None if row is None else _row_dict(row)
+
+
+def _is_active(event: dict | None) -> bool:
+    return event is not None and event["action"] in ("add", "set")
+
+
+def _insert(conn, reviewer, run_id, index, kind, key, action, value=None, label=None, undoes=None) -> int:
+    cur = conn.execute(
+        "INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action, value, "
+        "suggested_label, undoes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (_now(), reviewer, run_id, index, kind, key, action, value, label, undoes),
+    )
+    return cur.lastrowid
+
+
+# The table's columns in order; queries select them explicitly so rows map onto these.
+EVENT_FIELDS = (
+    "id", "at", "reviewer", "run_id", "idx", "kind", "key", "action", "value", "suggested_label", "undoes",
+)
+_SELECT_EVENTS = f"SELECT {', '.join(EVENT_FIELDS)} FROM review_events"
+
+
+def _row_dict(row) -> dict:
+    return dict(zip(EVENT_FIELDS, row))
+
+
+def _public_event(e: dict) -> dict:
+    """A stored event as a dict with the keys of `EVENT_COLUMNS` (None where not applicable)."""
+    kind = e["kind"]
+    return {
+        "id": e["id"], "at": pd.Timestamp(e["at"]), "reviewer": e["reviewer"], "run_id": e["run_id"],
+        "index": e["idx"], "kind": kind, "category": e["key"] if kind == "tag" else None,
+        "action": e["action"], "note": e["value"] if kind == "note" else None,
+        "verdict": e["value"] if kind == "mislabel" else None,
+        "suggested_label": e["suggested_label"], "undoes": e["undoes"],
+    }
+
+
+def _as_index_list(indices) -> list:
+    if isinstance(indices, (int, np.integer)):
+        return [indices]
+    return list(np.asarray(indices).reshape(-1).tolist())
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    df["index"] = df["index"].astype("int64")
+    df["at"] = pd.to_datetime(df["at"], utc=True, format="ISO8601")
+    return df
+
+
+def _events_frame(rows) -> pd.DataFrame:
+    raw = pd.DataFrame(rows, columns=list(EVENT_FIELDS)).rename(columns={"idx": "index"})
+    df = pd.DataFrame(
+        {
+            "id": raw["id"].astype("int64"),
+            "at": raw["at"],
+            "reviewer": raw["reviewer"],
+            "run_id": raw["run_id"],
+            "index": raw["index"],
+            "kind": raw["kind"],
+            "category": raw["key"].where(raw["kind"] == "tag"),
+            "action": raw["action"],
+            "note": raw["value"].where(raw["kind"] == "note"),
+            "verdict": raw["value"].where(raw["kind"] == "mislabel"),
+            "suggested_label": raw["suggested_label"].astype("Int64"),
+            "undoes": raw["undoes"].astype("Int64"),
+        },
+        columns=EVENT_COLUMNS,
+    )
+    return _typed(df)
+
+
+# --- agreement -------------------------------------------------------------------------
+
+
+def agreement_table(pairs: pd.DataFrame, tags: pd.DataFrame, categories) -> pd.DataFrame:
+    """Agreement per category from reviewed (index, reviewer) pairs and current tags.
+
+    See `ReviewStore.agreement` for the columns. `categories` fixes the rows' order;
+    categories found only in `tags` are appended.
+    """
+    cats = list(dict.fromkeys(list(categories) + sorted(set(tags["category"]))))
+    pairs = pairs[["index", "reviewer"]].drop_duplicates()
+    raters = pairs.groupby("index")["reviewer"].nunique()
+    shared = raters[raters >= 2]
+    pairs = pairs[pairs["index"].isin(shared.index)]
+    reviewers = sorted(set(pairs["reviewer"]))
+    rows = []
+    for cat in cats:
+        mine = tags.loc[tags["category"] == cat, ["index", "reviewer"]].drop_duplicates()
+        said_yes = pairs.merge(mine.assign(yes=1), on=["index", "reviewer"], how="left")
+        said_yes["yes"] = said_yes["yes"].fillna(0).astype(int)
+        rows.append(_agreement_row(cat, said_yes, shared, reviewers))
+    return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
+
+
+def _agreement_row(cat, said_yes, shared, reviewers) -> dict:
+    n_images = len(shared)
+    row = dict(category=cat, n_images=n_images, n_reviewers=len(reviewers), n_tagged=0,
+               agreement=np.nan, cohen_kappa=np.nan, fleiss_kappa=np.nan)
+    if n_images == 0:
+        return row
+    k = said_yes.groupby("index")["yes"].sum().reindex(shared.index).to_numpy(float)
+    n = shared.to_numpy(float)
+    row["n_tagged"] = int((k > 0).sum())
+    row["agreement"] = float(((k == 0) | (k == n)).mean())
+    row["fleiss_kappa"] = fleiss_kappa_binary(k, n)
+    if len(reviewers) == 2:
+        wide = said_yes.pivot(index="index", columns="reviewer", values="yes")
+        row["cohen_kappa"] = cohen_kappa_binary(wide[reviewers[0]], wide[reviewers[1]])
+    return row
+
+
+def fleiss_kappa_binary(k, n) -> float:
+    """Fleiss' kappa for yes/no ratings with `n[i]` raters and `k[i]` yeses per item.
+
+    Uses the per-item agreement (k(k-1) + (n-k)(n-k-1)) / (n(n-1)), so items may have
+    different numbers of raters (each at least 2). NaN when chance agreement is 1.
+    """
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    if len(k) == 0 or np.any(n < 2):
+        return float("nan")
+    p_item = (k * (k - 1) + (n - k) * (n - k - 1)) / (n * (n - 1))
+    p_yes = k.sum() / n.sum()
+    chance = p_yes**2 + (1 - p_yes) ** 2
+    if chance >= 1:
+        return float("nan")
+    return float((p_item.mean() - chance) / (1 - chance))
+
+
+def cohen_kappa_binary(a, b) -> float:
+    """Cohen's kappa of two raters' 0/1 answers on the same items; NaN if chance agreement is 1."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) == 0:
+        return float("nan")
+    observed = (a == b).mean()
+    pa, pb = a.mean(), b.mean()
+    chance = pa * pb + (1 - pa) * (1 - pb)
+    if chance >= 1:
+        return float("nan")
+    return float((observed - chance) / (1 - chance))

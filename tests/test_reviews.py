@@ -1,0 +1,383 @@
+"""The review database: operations, undo, agreement, schema versions, concurrency, crashes."""
+
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from cifar_mtl.reviews import (
+    CATEGORIES,
+    SCHEMA_VERSION,
+    VERDICTS,
+    ReviewError,
+    ReviewStore,
+    SchemaError,
+    cohen_kappa_binary,
+    fleiss_kappa_binary,
+)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ReviewStore(tmp_path / "reviews.sqlite")
+    yield s
+    s.close()
+
+
+def test_seeded_categories_and_defaults(home):
+    with ReviewStore() as s:
+        assert s.path == home / "reviews.sqlite"
+        cats = s.categories()
+        assert cats["name"].tolist() == [name for name, _ in CATEGORIES]
+        assert cats["builtin"].all() and (cats["description"].str.len() > 0).all()
+        assert "distinctive_features" in cats["name"].tolist()
+        assert VERDICTS == ("confirmed", "rejected", "unsure")
+        mode = sqlite3.connect(s.path).execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+
+
+def test_add_category(store):
+    assert store.add_category("Bad lighting", "too dark to see", reviewer="ann") == "bad_lighting"
+    cats = store.categories()
+    assert cats["name"].tolist()[-1] == "bad_lighting"
+    assert not cats.iloc[-1]["builtin"]
+    assert store.tag("r1", 3, "bad_lighting", "ann")
+    with pytest.raises(ReviewError, match="already exists"):
+        store.add_category("bad lighting")
+    with pytest.raises(ReviewError, match="not usable"):
+        store.add_category("1st; DROP TABLE")
+    with pytest.raises(ReviewError, match="empty"):
+        store.add_category("  ")
+
+
+def test_tag_untag_toggle(store):
+    assert store.tag("r1", 5, "clutter", "ann") is True
+    assert store.tag("r1", 5, "clutter", "ann") is False  # already tagged: no new event
+    assert store.toggle("r1", 5, "pose", "ann") is True
+    tags = store.current_tags()
+    assert tags[["index", "category", "reviewer", "run_id"]].values.tolist() == [
+        [5, "clutter", "ann", "r1"],
+        [5, "pose", "ann", "r1"],
+    ]
+    assert str(tags["at"].dt.tz) == "UTC"
+    assert store.toggle("r1", 5, "pose", "ann") is False
+    assert store.untag("r1", 5, "clutter", "ann") is True
+    assert store.untag("r1", 5, "clutter", "ann") is False
+    assert store.current_tags().empty
+    # Removal is recorded, not deleted.
+    assert store.history()["action"].tolist() == ["add", "add", "remove", "remove"]
+
+
+def test_reviewers_are_kept_apart(store):
+    store.tag("r1", 7, "colour", "ann")
+    store.tag("r1", 7, "colour", "bob")
+    store.untag("r1", 7, "colour", "ann")
+    tags = store.current_tags()
+    assert tags["reviewer"].tolist() == ["bob"]
+    assert store.current_tags(reviewer="ann").empty
+
+
+def test_run_filter_and_indices(store):
+    store.tag("r1", 1, "clutter", "ann")
+    store.tag("r2", 2, "clutter", "ann")
+    store.tag("r2", 3, "pose", "ann")
+    assert store.current_tags(run_id="r1")["index"].tolist() == [1]
+    assert store.current_tags(run_id="r2")["index"].tolist() == [2, 3]
+    assert store.current_tags()["index"].tolist() == [1, 2, 3]
+    assert store.current_tags(indices=[3, 1])["index"].tolist() == [1, 3]
+    assert store.current_tags(indices=np.array([2]))["category"].tolist() == ["clutter"]
+    # The key is the image, not the run: untagging while reviewing r2 removes r1's tag.
+    store.untag("r2", 1, "clutter", "ann")
+    assert store.current_tags(run_id="r1").empty
+
+
+def test_tag_many(store):
+    store.tag("r1", 4, "occlusion", "ann")
+    assert store.tag_many("r1", [4, 5, 6, 6], "occlusion", "ann") == 2
+    assert store.current_tags()["index"].tolist() == [4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s: s.tag("r1", -1, "clutter", "ann"), "outside 0..9999 \\(the test set\\)"),
+        (lambda s: s.tag("r1", 10_000, "clutter", "ann"), "outside 0..9999 \\(the test set\\)"),
+        (lambda s: s.tag("r1", 2.5, "clutter", "ann"), "must be an integer in 0..9999"),
+        (lambda s: s.tag("r1", True, "clutter", "ann"), "must be an integer in 0..9999"),
+        (lambda s: s.tag("r1", 1, "blurry", "ann"), "unknown category"),
+        (lambda s: s.tag("r1", 1, "clutter", "  "), "reviewer name is empty"),
+        (lambda s: s.tag("bad id!", 1, "clutter", "ann"), "invalid run id"),
+        (lambda s: s.set_mislabel("r1", 1, "ann", "maybe"), "unknown verdict"),
+        (lambda s: s.set_mislabel("r1", 1, "ann", "confirmed"), "needs the label"),
+        (lambda s: s.set_mislabel("r1", 1, "ann", "confirmed", 10), "outside 0..9"),
+        (lambda s: s.set_mislabel("r1", 1, "ann", "rejected", 3), "leave suggested_label empty"),
+        (lambda s: s.set_note("r1", 1, "ann", 42), "note must be text"),
+        (lambda s: s.set_note("r1", 1, "ann", "x" * 10_001), "keep it under"),
+    ],
+)
+def test_bad_input_is_refused(store, call, message):
+    with pytest.raises(ReviewError, match=message):
+        call(store)
+    assert store.history().empty
+
+
+def test_notes(store):
+    assert store.set_note("r1", 9, "ann", "dark, blurry")
+    assert not store.set_note("r1", 9, "ann", "dark, blurry ")  # same after strip
+    assert store.set_note("r1", 9, "ann", "actually fine")
+    store.set_note("r1", 9, "bob", "clutter")
+    notes = store.current_notes()
+    assert notes[["reviewer", "note"]].values.tolist() == [["ann", "actually fine"], ["bob", "clutter"]]
+    assert store.set_note("r1", 9, "ann", "")
+    assert store.current_notes()["reviewer"].tolist() == ["bob"]
+    assert store.history(reviewer="ann")["action"].tolist() == ["set", "set", "clear"]
+
+
+def test_mislabels(store):
+    store.set_mislabel("r1", 2, "ann", "confirmed", 3)
+    store.set_mislabel("r1", 2, "bob", "unsure")
+    assert not store.set_mislabel("r1", 2, "ann", "confirmed", 3)
+    m = store.current_mislabels()
+    assert m[["index", "reviewer", "verdict"]].values.tolist() == [[2, "ann", "confirmed"], [2, "bob", "unsure"]]
+    assert m["suggested_label"].tolist()[0] == 3 and m["suggested_label"].isna().tolist()[1]
+    store.set_mislabel("r1", 2, "ann", "rejected")
+    assert store.current_mislabels(reviewer="ann")["verdict"].tolist() == ["rejected"]
+    assert store.clear_mislabel("r1", 2, "ann")
+    assert not store.clear_mislabel("r1", 2, "ann")
+    assert store.current_mislabels()["reviewer"].tolist() == ["bob"]
+
+
+def test_history_filters_and_order(store):
+    store.tag("r1", 1, "clutter", "ann")
+    store.set_note("r2", 1, "bob", "hm")
+    store.set_mislabel("r1", 2, "ann", "confirmed", 0)
+    h = store.history()
+    assert h["id"].is_monotonic_increasing
+    assert h["kind"].tolist() == ["tag", "note", "mislabel"]
+    assert h["category"].tolist()[0] == "clutter" and h["note"].tolist()[1] == "hm"
+    assert h["verdict"].tolist()[2] == "confirmed" and h["suggested_label"].tolist()[2] == 0
+    assert store.history(run_id="r2")["reviewer"].tolist() == ["bob"]
+    assert store.history(index=2)["kind"].tolist() == ["mislabel"]
+    assert len(store.history(reviewer="ann")) == 2
+
+
+def test_events_are_append_only(store):
+    store.tag("r1", 1, "clutter", "ann")
+    con = sqlite3.connect(store.path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("DELETE FROM review_events")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("UPDATE review_events SET reviewer = 'eve'")
+    con.close()
+
+
+def test_undo_walks_back(store):
+    store.tag("r1", 1, "clutter", "ann")
+    store.set_note("r1", 1, "ann", "first")
+    store.set_note("r1", 1, "ann", "second")
+    store.untag("r1", 1, "clutter", "ann")
+    store.tag("r1", 1, "pose", "bob")  # another reviewer's work is not undone
+
+    undone = store.undo("ann")
+    assert undone["kind"] == "tag" and undone["action"] == "remove" and undone["index"] == 1
+    assert store.current_tags(reviewer="ann")["category"].tolist() == ["clutter"]
+    assert store.undo("ann")["note"] == "second"
+    assert store.current_notes()["note"].tolist() == ["first"]
+    store.undo("ann")
+    assert store.current_notes().empty
+    store.undo("ann")
+    assert store.current_tags(reviewer="ann").empty
+    assert store.undo("ann") is None
+    assert store.current_tags()["reviewer"].tolist() == ["bob"]
+    h = store.history(reviewer="ann")
+    assert len(h) == 8 and h["undoes"].notna().sum() == 4
+
+
+def test_undo_mislabel_restores_previous_verdict(store):
+    store.set_mislabel("r1", 4, "ann", "unsure", 2)
+    store.set_mislabel("r1", 4, "ann", "confirmed", 5)
+    result = store.undo("ann")
+    assert result["verdict"] == "confirmed" and result["undone_by"] > result["id"]
+    m = store.current_mislabels()
+    assert m["verdict"].tolist() == ["unsure"] and m["suggested_label"].tolist() == [2]
+
+
+def test_undo_scoped_to_run(store):
+    store.tag("r1", 1, "clutter", "ann")
+    store.tag("r2", 2, "clutter", "ann")
+    assert store.undo("ann", run_id="r1")["index"] == 1
+    assert store.current_tags()["index"].tolist() == [2]
+
+
+def test_agreement_two_reviewers_hand_computed(store):
+    # ann tags 0-3, bob 0-2 and 4; both reviewed 0-9 (a note marks a review).
+    for i in range(10):
+        for who in ("ann", "bob"):
+            store.set_note("r1", i, who, "seen")
+    for i in (0, 1, 2, 3):
+        store.tag("r1", i, "clutter", "ann")
+    for i in (0, 1, 2, 4):
+        store.tag("r1", i, "clutter", "bob")
+    store.set_note("r1", 50, "ann", "only one reviewer: not shared")
+    agree = store.agreement().set_index("category")
+    row = agree.loc["clutter"]
+    assert row["n_images"] == 10 and row["n_reviewers"] == 2 and row["n_tagged"] == 5
+    assert row["agreement"] == pytest.approx(0.8)
+    # po = 0.8, pe = 0.4*0.4 + 0.6*0.6 = 0.52 -> (0.8 - 0.52) / 0.48
+    assert row["cohen_kappa"] == pytest.approx(0.28 / 0.48)
+    assert row["fleiss_kappa"] == pytest.approx(0.28 / 0.48)
+    # Nobody tagged pose: perfect agreement, kappa undefined.
+    assert agree.loc["pose", "agreement"] == 1.0 and np.isnan(agree.loc["pose", "fleiss_kappa"])
+    assert store.agreement(run_id="r2")["n_images"].eq(0).all()
+
+
+def test_fleiss_kappa_three_raters_hand_computed():
+    # 4 items, 3 raters each, yes-counts 3, 0, 1, 2.
+    # P_i = 1, 1, 1/3, 1/3 -> mean 2/3; p_yes = 6/12 -> Pe = 0.5; kappa = (2/3 - .5)/.5 = 1/3
+    assert fleiss_kappa_binary([3, 0, 1, 2], [3, 3, 3, 3]) == pytest.approx(1 / 3)
+    assert cohen_kappa_binary([1, 1, 0, 0], [1, 1, 0, 0]) == pytest.approx(1.0)
+    assert np.isnan(cohen_kappa_binary([0, 0], [0, 0]))
+
+
+def test_schema_version_and_reopen(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with ReviewStore(path) as s:
+        s.tag("r1", 1, "clutter", "ann")
+        assert s.schema_version() == SCHEMA_VERSION
+    with ReviewStore(path) as s:
+        assert len(s.current_tags()) == 1
+        assert len(s.categories()) == len(CATEGORIES)  # seeded once
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "r.sqlite"
+    ReviewStore(path).close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE schema_version SET version = ? WHERE component = 'reviews'", (SCHEMA_VERSION + 1,))
+    con.commit()
+    con.close()
+    with pytest.raises(SchemaError, match=f"version {SCHEMA_VERSION + 1}, newer"):
+        ReviewStore(path)
+
+
+def test_other_components_share_the_file(tmp_path):
+    path = tmp_path / "r.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY)")
+    con.commit()
+    con.close()
+    with ReviewStore(path) as s:
+        s.tag("r1", 1, "clutter", "ann")
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM jobs").fetchone() == (0,)
+
+
+def test_not_a_database_is_refused(tmp_path):
+    path = tmp_path / "r.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(SchemaError, match="cannot be used as the review database"):
+        ReviewStore(path)
+
+
+def test_closed_store_says_so(tmp_path):
+    s = ReviewStore(tmp_path / "r.sqlite")
+    s.close()
+    with pytest.raises(ReviewError, match="closed"):
+        s.tag("r1", 1, "clutter", "ann")
+
+
+def test_threads_get_their_own_connections(store):
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(50):
+                store.tag("r1", k * 50 + i, "clutter", f"t{k}")
+        except Exception as exc:  # collected: an exception in a thread would go unseen
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.current_tags()) == 200
+    assert len(store._connections) >= 5  # the fixture's thread plus one per worker
+
+
+def _write_tags(path, worker, barrier, n):
+    store = ReviewStore(path)
+    barrier.wait()
+    for i in range(n):
+        store.tag("r1", (worker * n + i) % 10_000, "clutter", f"proc{worker}")
+    store.close()
+
+
+def test_eight_processes_lose_no_tag(tmp_path):
+    path = tmp_path / "r.sqlite"
+    ctx = mp.get_context("fork")  # fork: no re-import of pandas in each child
+    barrier = ctx.Barrier(8)
+    procs = [ctx.Process(target=_write_tags, args=(path, w, barrier, 250)) for w in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0] * 8
+    with ReviewStore(path) as s:
+        tags = s.current_tags()
+        assert len(tags) == 2000
+        assert tags.groupby("reviewer").size().tolist() == [250] * 8
+        assert len(s.history()) == 2000
+
+
+def test_forked_child_opens_its_own_connection(store):
+    store.tag("r1", 1, "clutter", "parent")
+    ctx = mp.get_context("fork")
+    p = ctx.Process(target=lambda: store.tag("r1", 2, "clutter", "child"))
+    p.start()
+    p.join(timeout=60)
+    assert p.exitcode == 0
+    assert store.current_tags()["reviewer"].tolist() == ["parent", "child"]
+
+
+WRITER = """
+import sys
+from cifar_mtl.reviews import ReviewStore
+store = ReviewStore(sys.argv[1])
+i = 0
+while True:
+    store.tag("r1", i % 10000, "clutter", "writer-%d" % (i // 10000))
+    print(i, flush=True)  # printed only after the commit returned
+    i += 1
+"""
+
+
+def test_sigkill_mid_stream_keeps_committed_tags(tmp_path):
+    path = tmp_path / "r.sqlite"
+    ReviewStore(path).close()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    committed = []
+    for line in proc.stdout:
+        committed.append(int(line))
+        if len(committed) >= 300:
+            break
+    proc.send_signal(signal.SIGKILL)
+    committed += [int(line) for line in proc.stdout.read().split()]
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    con.close()
+    with ReviewStore(path) as s:
+        stored = set(s.current_tags()["index"].tolist())
+    assert set(committed) <= stored
+    assert len(stored) >= 300
