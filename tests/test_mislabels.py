@@ -1,0 +1,124 @@
+"""Mislabel ranking with cleanlab, reviewer resolution, corrected accuracy."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from cleanlab.rank import get_label_quality_scores
+
+from cifar_mtl.mislabels import (
+    RANK_COLUMNS,
+    corrected_accuracy,
+    corrected_labels,
+    rank_mislabels,
+    resolve_mislabels,
+)
+from cifar_mtl.predictions import PROB_COLUMNS, predictions_table
+from cifar_mtl.synthetic import fake_probabilities
+
+
+@pytest.fixture
+def preds():
+    labels = np.arange(200) % 10
+    probs = fake_probabilities(labels, accuracy=0.9, seed=3)
+    # Image 17 (label 7) looks very much like a ship: the planted mislabel.
+    probs[17] = 1e-6
+    probs[17, 8] = 1 - 9e-6
+    return predictions_table(probs, labels, index=np.arange(200))
+
+
+def test_rank_puts_planted_mislabel_first(preds):
+    ranked = rank_mislabels(preds)
+    assert list(ranked.columns) == RANK_COLUMNS and len(ranked) == 200
+    top = ranked.iloc[0]
+    assert top["index"] == 17 and top["label"] == 7 and top["label_name"] == "horse"
+    assert top["suggested"] == 8 and top["suggested_name"] == "ship"
+    assert top["prob_suggested"] == pytest.approx(1 - 9e-6, abs=1e-6)
+    assert ranked["quality"].is_monotonic_increasing
+
+
+def test_rank_matches_cleanlab(preds):
+    ranked = rank_mislabels(preds, method="self_confidence").sort_values("index")
+    probs = preds[PROB_COLUMNS].to_numpy(np.float64)
+    expected = get_label_quality_scores(preds["label"].to_numpy(), probs, method="self_confidence")
+    assert np.allclose(ranked["quality"], expected)
+    assert np.allclose(ranked["quality"], ranked["prob_label"])  # self-confidence is p(label)
+
+
+def test_top(preds):
+    assert rank_mislabels(preds, top=5)["index"].tolist() == rank_mislabels(preds)["index"].tolist()[:5]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="positive whole number"):
+            rank_mislabels(preds, top=bad)
+    with pytest.raises(ValueError, match="unknown method"):
+        rank_mislabels(preds, method="confident_learning")
+
+
+def test_several_runs_are_averaged(preds):
+    other = predictions_table(
+        fake_probabilities(preds["label"].to_numpy(), 0.7, seed=9), preds["label"].to_numpy()
+    )
+    shuffled = other.sample(frac=1.0, random_state=0)  # order must not matter
+    ranked = rank_mislabels([preds, shuffled]).set_index("index").sort_index()
+    mean = (preds[PROB_COLUMNS].to_numpy(np.float64) + other[PROB_COLUMNS].to_numpy(np.float64)) / 2
+    labels = preds["label"].to_numpy()
+    assert np.allclose(ranked["prob_label"], mean[np.arange(200), labels])
+    assert (ranked["suggested"].to_numpy() == mean.argmax(axis=1)).all()
+
+
+def test_runs_that_do_not_match_are_refused(preds):
+    with pytest.raises(ValueError, match="other test images"):
+        rank_mislabels([preds, preds.iloc[:100]])
+    relabelled = preds.assign(label=((preds["label"] + 1) % 10).astype("int8"))
+    with pytest.raises(ValueError, match="other labels"):
+        rank_mislabels([preds, relabelled])
+    with pytest.raises(ValueError, match="no predictions"):
+        rank_mislabels([])
+
+
+def verdicts(rows):
+    return pd.DataFrame(rows, columns=["index", "reviewer", "verdict", "suggested_label"]).astype(
+        {"suggested_label": "Int64"}
+    )
+
+
+def test_resolve_majority_ties_and_unsure():
+    m = verdicts(
+        [
+            (1, "ann", "confirmed", 3),  # alone: corrected to 3
+            (2, "ann", "confirmed", 4),  # 4 vs the test label: tie, kept
+            (2, "bob", "rejected", None),
+            (3, "ann", "confirmed", 5),  # two votes for 5 against one for 6
+            (3, "bob", "confirmed", 5),
+            (3, "cy", "confirmed", 6),
+            (4, "ann", "unsure", 2),  # unsure does not vote
+            (5, "ann", "rejected", None),
+            (5, "bob", "rejected", None),
+            (5, "cy", "confirmed", 1),
+        ]
+    )
+    out = resolve_mislabels(m)
+    assert out.values.tolist() == [[1, 3, 1, 1], [3, 5, 2, 3]]
+    with pytest.raises(ValueError, match="missing columns"):
+        resolve_mislabels(pd.DataFrame({"index": [1]}))
+
+
+def test_corrected_labels_and_accuracy(preds):
+    pred = preds["pred"].to_numpy()
+    wrong = [i for i in np.flatnonzero(pred != preds["label"].to_numpy()) if i >= 10 and i != 17]
+    a, b = int(wrong[0]), int(wrong[1])
+    m = verdicts(
+        [
+            (17, "ann", "confirmed", 8),  # image 17: the model says ship, now right
+            (a, "ann", "confirmed", int(pred[a])),
+            (b, "ann", "unsure", int(pred[b])),
+        ]
+    )
+    subset = preds.iloc[10:].copy()  # a row index that does not start at 0
+    labels = corrected_labels(subset, m)
+    assert labels.index.equals(subset.index) and labels.name == "label"
+    assert labels.loc[17] == 8 and labels.loc[b] == subset.loc[b, "label"]
+    result = corrected_accuracy(preds, m)
+    n_right = int((pred == preds["label"].to_numpy()).sum())
+    assert result["n"] == 200 and result["n_corrected"] == 2
+    assert result["accuracy"] == n_right / 200
+    assert result["corrected_accuracy"] == (n_right + 2) / 200
