@@ -90,22 +90,30 @@ def _names(value) -> list[str] | None:
 def values_by_index(index, values) -> dict:
     """Group `values` by `index`: {index: sorted tuple of its distinct values}.
 
-    Shapes: index (M,) ints, values (M,) comparable objects. Vectorised apart from
-    building the tuples, so 10,000 groups take a few milliseconds.
+    Shapes: index (M,) ints, values (M,) sortable values. Pairs are deduplicated on
+    integer codes, so only the final tuples are built in Python (about 1 ms per
+    5,000 pairs).
     """
-    pairs = pd.DataFrame({"i": np.asarray(index, dtype=np.int64), "v": np.asarray(values, dtype=object)})
-    pairs = pairs.drop_duplicates().sort_values(["i", "v"])
-    idx, vals = pairs["i"].to_numpy(np.int64), pairs["v"].to_numpy(object)
-    if not len(idx):
+    index = np.asarray(index, dtype=np.int64)
+    if not len(index):
         return {}
-    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
-    return dict(zip(idx[starts].tolist(), map(tuple, np.split(vals, starts[1:]))))
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), sort=True)
+    n = max(len(uniques), 1)
+    pairs = np.unique(index * n + codes)  # sorted by index, then by value
+    names = list(uniques)
+    groups: dict = {}
+    for i, c in zip(*(part.tolist() for part in np.divmod(pairs, n))):
+        groups.setdefault(i, []).append(names[c])
+    return {i: tuple(v) for i, v in groups.items()}
 
 
 def image_categories(tags: pd.DataFrame, indices) -> pd.Series:
     """Sorted tuple of distinct categories per image, for `indices` (() when untagged)."""
-    lookup = values_by_index(tags["index"], tags["category"])
-    return pd.Series([lookup.get(i, ()) for i in np.asarray(indices).tolist()], dtype=object)
+    indices = np.asarray(indices, dtype=np.int64)
+    wanted = np.isin(tags["index"].to_numpy(np.int64), indices)
+    lookup = values_by_index(tags["index"].to_numpy(np.int64)[wanted],
+                             tags["category"].to_numpy(object)[wanted])
+    return pd.Series([lookup.get(i, ()) for i in indices.tolist()], dtype=object)
 
 
 def error_table(
