@@ -207,7 +207,8 @@ class ReviewStore:
         self.timeout = float(timeout)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        # (pid, thread, connection) for every thread that opened one, so close() reaches them all.
+        self._connections: list[tuple[int, threading.Thread, sqlite3.Connection]] = []
         self._closed = False
         self._conn()  # open now so a bad file is reported at construction
 
@@ -232,8 +233,22 @@ class ReviewStore:
         conn = self._connect()
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._lock:
-            self._connections.append(conn)
+            # Streamlit runs each script rerun in a fresh thread: drop the dead ones' connections.
+            # A forked child forgets the parent's without closing them (SQLite forbids
+            # using a connection across fork, closing included).
+            pid, alive = os.getpid(), []
+            for owner, thread, old in self._connections:
+                if owner == pid and thread.is_alive():
+                    alive.append((owner, thread, old))
+                elif owner == pid:
+                    old.close()
+            self._connections = alive + [(pid, threading.current_thread(), conn)]
         return conn
+
+    def open_connections(self) -> int:
+        """How many connections this store holds (one per live thread that used it)."""
+        with self._lock:
+            return len(self._connections)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -285,7 +300,9 @@ class ReviewStore:
         """Close every connection this store opened (in any thread)."""
         with self._lock:
             self._closed = True
-            for conn in self._connections:
+            for owner, _, conn in self._connections:
+                if owner != os.getpid():
+                    continue
                 try:
                     conn.close()
                 except sqlite3.Error:
@@ -579,7 +596,16 @@ class _WriteTransaction:
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return False
+            except sqlite3.Error:
+                # Leave no transaction open on this thread's connection, then report.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        self.conn.execute("ROLLBACK")
         return False
 
 
