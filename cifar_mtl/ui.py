@@ -1,0 +1,727 @@
+"""Streamlit helpers shared by the app's pages: state, sidebar, cached loaders, figures, messages.
+
+The only library module that imports Streamlit. Pages are views: they call the
+analysis modules for every figure and use this module for what every page needs,
+so the pages stay short and behave the same way:
+
+- session state shared between pages (and with the Retrain page): `RUN_KEY`
+  (run under review), `COMPARE_KEY` (second run), `REVIEWER_KEY` (reviewer name),
+  plus the error filter (`filters()`), which every page shares;
+- loaders cached per file version (a predictions table is read once, until the
+  file changes), the review store, and the test-set thumbnails (made once per
+  process, shared by every browser session);
+- `show_error(exc)`, which turns any failure into a message that says what to do.
+
+TensorFlow is never imported here.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from cifar_mtl import runs
+from cifar_mtl.images import DEFAULT_SCALE, DETAIL_SCALE, Thumbnails
+from cifar_mtl.labels import CLASS_NAMES, IS_ANIMAL, NUM_CLASSES
+
+RUN_KEY = "run_id"
+COMPARE_KEY = "compare_run_id"
+COMPARE_BASE_KEY = "compare_base_id"
+REVIEWER_KEY = "reviewer"
+DETAIL_KEY = "detail_index"
+
+ANY = "any"
+FILTERS_KEY = "filters"
+FILTER_DEFAULTS = {
+    "true": ANY,  # class index or "any"
+    "pred": ANY,
+    "confidence": (0.0, 1.0),
+    "cross": False,
+    "reviewed": ANY,  # "any", "tagged", "untagged"
+    "category": ANY,
+    "mine": False,  # only my tags count
+    "sort": "loss",
+    "descending": True,
+}
+SORT_LABELS = {"loss": "loss (hardest first)", "confidence": "confidence", "margin": "margin", "index": "test index"}
+PAGE_SIZES = (12, 24, 48)
+GRID_COLUMNS = 6
+
+
+# --- messages ----------------------------------------------------------------------
+
+
+def _known_errors() -> tuple[type, ...]:
+    """Exceptions whose message already tells the user what to do next."""
+    from cifar_mtl.config import ConfigError
+    from cifar_mtl.data import DataError
+    from cifar_mtl.reviews import ReviewError, SchemaError
+
+    known = [runs.RunError, DataError, ReviewError, SchemaError, ConfigError]
+    try:
+        from cifar_mtl.jobs import JobError
+
+        known.append(JobError)
+    except ImportError:  # the job runner is optional for browsing
+        pass
+    return tuple(known)
+
+
+def error_message(exc: BaseException, context: str | None = None) -> str:
+    """One paragraph for the user: what failed and what to do next.
+
+    Library errors carry their own advice; anything else is named with its type and
+    a pointer to the technical details shown below it.
+    """
+    prefix = f"{context}: " if context else ""
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, _known_errors()):
+        return prefix + text
+    if isinstance(exc, (ValueError, OSError)):
+        return f"{prefix}{text}. Check the file or the input named here, then reload the page."
+    return (
+        f"{prefix}unexpected {type(exc).__name__}: {text}. The rest of the app still works; "
+        "the details below help with a bug report."
+    )
+
+
+def show_error(exc: BaseException, context: str | None = None) -> None:
+    """Render `exc` as an error box (never a bare traceback); details folded away for bugs."""
+    st.error(error_message(exc, context), icon=":material/error:")
+    if not isinstance(exc, (*_known_errors(), ValueError, OSError)):
+        with st.expander("Technical details"):
+            st.code("".join(traceback.format_exception(exc)), language="text")
+
+
+# --- runs and predictions -------------------------------------------------------------
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime ns, size) of a file, None when absent: the cache key of a file version."""
+    try:
+        s = os.stat(path)
+    except OSError:
+        return None
+    return s.st_mtime_ns, s.st_size
+
+
+def run_table() -> pd.DataFrame:
+    """Every run folder under the artifacts home, newest first (`runs.list_runs`)."""
+    return runs.list_runs()
+
+
+def complete_run_ids(table: pd.DataFrame) -> list[str]:
+    """Ids of runs with metrics and predictions, in the table's (newest first) order."""
+    if table.empty:
+        return []
+    return table.loc[table["complete"].astype(bool), "run_id"].tolist()
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _predictions(home: str, run_id: str, stamp) -> pd.DataFrame:
+    return runs.load_predictions(run_id, home)
+
+
+def predictions(run_id: str) -> pd.DataFrame:
+    """The run's predictions table, read once per file version. Shared: do not modify it."""
+    home = runs.home()
+    path = runs.run_dir(run_id, home) / runs.PREDICTIONS_FILE
+    return _predictions(str(home.resolve()), run_id, _stamp(path))
+
+
+@st.cache_data(max_entries=16, show_spinner="Ranking suspected mislabels...")
+def _ranked(home: str, run_id: str, stamp, method: str) -> pd.DataFrame:
+    from cifar_mtl.mislabels import rank_mislabels
+
+    return rank_mislabels(runs.load_predictions(run_id, home), method=method)
+
+
+def ranked_mislabels(run_id: str, method: str = "normalized_margin") -> pd.DataFrame:
+    """`mislabels.rank_mislabels` of the run, computed once per predictions file."""
+    home = runs.home()
+    path = runs.run_dir(run_id, home) / runs.PREDICTIONS_FILE
+    return _ranked(str(home.resolve()), run_id, _stamp(path), method)
+
+
+def load_run(run_id: str | None) -> pd.DataFrame | None:
+    """Predictions of `run_id`, or None after showing why they cannot be used."""
+    if run_id is None:
+        return None
+    try:
+        return predictions(run_id)
+    except Exception as exc:  # a bad run must never take the page down
+        show_error(exc, f"Run {run_id}")
+        return None
+
+
+# --- the review store ---------------------------------------------------------------------
+
+
+def store():
+    """The review database of the artifacts home, one per browser session.
+
+    Streamlit runs every rerun in a new thread and `ReviewStore` opens one connection
+    per thread, so the session's previous store (and its connection) is closed when a
+    new thread asks: a long session holds one connection, not one per click.
+    """
+    from cifar_mtl.reviews import ReviewStore, default_path
+
+    path = default_path()
+    me = threading.current_thread()
+    held = st.session_state.get("_review_store")
+    if held is not None:
+        thread, kept = held
+        if thread is me and kept.path == path:
+            return kept
+        kept.close()
+    kept = ReviewStore(path)
+    st.session_state["_review_store"] = (me, kept)
+    return kept
+
+
+def reviewer() -> str | None:
+    """The reviewer's name from the sidebar, stripped; None while it is empty."""
+    name = (st.session_state.get(REVIEWER_KEY) or "").strip()
+    return name or None
+
+
+# --- test images ------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the CIFAR-10 test images...")
+def _thumbnails(source: str | None, stamp) -> tuple[Thumbnails | None, np.ndarray | None, str | None]:
+    from cifar_mtl.data import DataError, load_test_set
+
+    try:
+        x, y = load_test_set(source, allow_download=False)  # never download on page load
+        return Thumbnails(x), np.asarray(y), None
+    except (DataError, OSError, ValueError) as exc:
+        # Cached as well, so a missing dataset costs one check per file version, not per rerun.
+        return None, None, str(exc)
+
+
+def image_source() -> str | None:
+    """Where test images come from: `$CIFAR10_DIR`, else None (the keras download cache)."""
+    from cifar_mtl.data import resolve_source
+
+    return resolve_source(None)
+
+
+def test_images() -> tuple[Thumbnails | None, np.ndarray | None, str | None]:
+    """(thumbnails, labels (N,), None) or (None, None, reason the images are unavailable)."""
+    from cifar_mtl.data import KERAS_CACHE
+
+    source = image_source()
+    return _thumbnails(source, _stamp(Path(source) if source else KERAS_CACHE))
+
+
+def data_source_text() -> str:
+    """One line for the sidebar: where the test images are read from."""
+    from cifar_mtl.data import KERAS_CACHE
+
+    source = image_source()
+    if source:
+        return f"`$CIFAR10_DIR` = `{source}`"
+    if KERAS_CACHE.exists():
+        return f"keras download cache `{KERAS_CACHE}`"
+    return "not found: set `CIFAR10_DIR` (see Getting started)"
+
+
+def images_for(preds: pd.DataFrame) -> Thumbnails | None:
+    """Thumbnails matching this run, or None after a notice saying why there are none.
+
+    Tables and charts never need the images, so pages go on without them.
+    """
+    thumbs, labels, problem = test_images()
+    if thumbs is None:
+        st.info(
+            f"Images are not shown: {problem}. Tables and charts below still work.",
+            icon=":material/hide_image:",
+        )
+        return None
+    index = preds["index"].to_numpy(np.int64)
+    inside = index < len(labels)
+    mismatched = int((labels[index[inside]] != preds["label"].to_numpy(np.int64)[inside]).sum())
+    if mismatched or not inside.all():
+        st.warning(
+            f"The loaded test set ({len(labels)} images) does not match this run: "
+            f"{int((~inside).sum())} of its images are missing and {mismatched} have other labels. "
+            "Point CIFAR10_DIR at the dataset the run was evaluated on; images are hidden meanwhile.",
+            icon=":material/warning:",
+        )
+        return None
+    return thumbs
+
+
+# --- sidebar ----------------------------------------------------------------------------
+
+
+def run_label(table: pd.DataFrame):
+    """format_func for run selectors: 'id · variant · accuracy'."""
+    info = table.set_index("run_id") if not table.empty else pd.DataFrame()
+
+    def label(run_id: str) -> str:
+        if run_id not in info.index:
+            return run_id
+        row = info.loc[run_id]
+        parts = [run_id]
+        if isinstance(row["variant"], str):
+            parts.append(row["variant"])
+        if pd.notna(row["accuracy"]):
+            parts.append(f"{float(row['accuracy']):.1%}")
+        return " · ".join(parts)
+
+    return label
+
+
+def keep_valid(key: str, options: list, default=None) -> None:
+    """Before a widget is drawn: drop a stale value of `key`, then set `default` if unset."""
+    # A run can disappear between reruns; a stale value would make the widget refuse it.
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+    if key not in st.session_state and default is not None:
+        st.session_state[key] = default
+
+
+def sidebar(table: pd.DataFrame) -> None:
+    """Run under review, reviewer name, problem runs and data locations, in the sidebar.
+
+    The run and the reviewer are bound to the URL (`?run_id=...&reviewer=...`), so a
+    reload or a bookmark keeps them for the browser session.
+    """
+    ids = complete_run_ids(table)
+    with st.sidebar:
+        if ids:
+            keep_valid(RUN_KEY, ids)
+            st.selectbox(
+                "Run under review", ids, key=RUN_KEY, format_func=run_label(table), bind="query-params"
+            )
+        else:
+            st.caption("No complete run yet.")
+        st.text_input(
+            "Your name (reviewer)",
+            key=REVIEWER_KEY,
+            bind="query-params",
+            placeholder="e.g. ada",
+            help="Asked once; kept in the page address for this browser session.",
+        )
+        busy = table[table["state"].isin(["queued", "running"]) & ~table["complete"].astype(bool)]
+        if len(busy):
+            st.caption("In progress: " + ", ".join(f"{r.run_id} ({r.state})" for r in busy.itertuples()))
+        problems = table[table["problem"].notna()] if not table.empty else table
+        if len(problems):
+            with st.expander(f"{len(problems)} run(s) need attention", icon=":material/warning:"):
+                for row in problems.itertuples():
+                    st.caption(f"**{row.run_id}** ({row.state or 'no status'}): {row.problem}")
+        st.caption(f"Artifacts: `{runs.home().resolve()}`")
+        st.caption(f"Test images: {data_source_text()}")
+
+
+def current_run(table: pd.DataFrame | None = None) -> str | None:
+    """The run under review (sidebar), or None when there is no complete run."""
+    run_id = st.session_state.get(RUN_KEY)
+    if run_id:
+        return run_id
+    ids = complete_run_ids(run_table() if table is None else table)
+    return ids[0] if ids else None
+
+
+def require_run(table: pd.DataFrame | None = None) -> str:
+    """The run under review; without one, say how to get one and stop the page."""
+    run_id = current_run(table)
+    if run_id is None:
+        st.info("There is no complete run to look at yet.", icon=":material/info:")
+        st.page_link("pages/getting_started.py", label="Getting started: train or import a run", icon=":material/rocket_launch:")
+        st.stop()
+    return run_id
+
+
+def newest_of_variant(table: pd.DataFrame, variant: str, exclude: str | None = None) -> str | None:
+    """Newest complete run of `variant` ('single' or 'multitask'), else None."""
+    done = table[table["complete"].astype(bool) & (table["variant"] == variant)]
+    done = done[done["run_id"] != exclude] if exclude else done
+    return done["run_id"].iloc[0] if len(done) else None
+
+
+def compare_defaults(table: pd.DataFrame) -> tuple[str | None, str | None]:
+    """(A, B) for Compare: the newest single-task and multitask runs, else the two newest."""
+    ids = complete_run_ids(table)
+    a, b = newest_of_variant(table, "single"), newest_of_variant(table, "multitask")
+    if a is None:
+        a = next((r for r in ids if r != b), None)
+    if b is None:
+        b = next((r for r in ids if r != a), None)
+    return a, b
+
+
+# --- filters ----------------------------------------------------------------------------
+
+
+def class_option(value) -> str:
+    return "any class" if value == ANY else f"{value} {CLASS_NAMES[value]}"
+
+
+def filters() -> dict:
+    """The session's error filter (keys of `FILTER_DEFAULTS`), shared by every page."""
+    if FILTERS_KEY not in st.session_state:
+        st.session_state[FILTERS_KEY] = dict(FILTER_DEFAULTS)
+    return st.session_state[FILTERS_KEY]
+
+
+def filter_key(prefix: str, name: str) -> str:
+    """Widget key of filter `name` on the page using `prefix`, e.g. 'err_f_true'."""
+    return f"{prefix}_f_{name}"
+
+
+def set_filter(prefix: str, **values) -> None:
+    """Change filters from a callback: the shared values and this page's widgets."""
+    filters().update(values)
+    for name, value in values.items():
+        st.session_state[filter_key(prefix, name)] = value
+
+
+def filter_controls(categories: list[str], *, prefix: str, columns: int = 4) -> None:
+    """The error filters of `analysis.error_table`, drawn on one page.
+
+    A widget's state belongs to its page, so each page draws its own copies (keys
+    `filter_key(prefix, name)`), seeded from and written back to `filters()`: the
+    filter set on Errors is the one Review and Export use, and it survives moving
+    between pages.
+    """
+    shared = filters()
+    if shared["category"] not in [ANY, *categories]:
+        shared["category"] = ANY
+    for name, value in shared.items():
+        st.session_state.setdefault(filter_key(prefix, name), value)
+    k = functools.partial(filter_key, prefix)
+    classes = [ANY, *range(NUM_CLASSES)]
+    c = st.columns(columns)
+    c[0].selectbox("True class", classes, key=k("true"), format_func=class_option)
+    c[1].selectbox("Predicted class", classes, key=k("pred"), format_func=class_option)
+    c[2].slider("Confidence", 0.0, 1.0, key=k("confidence"), step=0.05)
+    c[3].selectbox("Sort by", list(SORT_LABELS), key=k("sort"), format_func=SORT_LABELS.get)
+    c = st.columns(columns)
+    c[0].selectbox("Reviewed", [ANY, "tagged", "untagged"], key=k("reviewed"))
+    c[1].selectbox("Category", [ANY, *categories], key=k("category"))
+    c[2].toggle("Animal/vehicle mix-ups only", key=k("cross"))
+    c[2].toggle("Only my tags count", key=k("mine"))
+    c[3].toggle("Descending", key=k("descending"))
+    for name in shared:
+        shared[name] = st.session_state[filter_key(prefix, name)]
+
+
+def filter_kwargs(**overrides) -> dict:
+    """Keyword arguments for `analysis.error_table` from the session's filter."""
+    f = filters()
+    low, high = f["confidence"]
+    kwargs = {
+        "true_class": None if f["true"] == ANY else int(f["true"]),
+        "pred_class": None if f["pred"] == ANY else int(f["pred"]),
+        "min_confidence": None if low <= 0 else float(low),
+        "max_confidence": None if high >= 1 else float(high),
+        "cross_group_only": bool(f["cross"]),
+        "tagged": {ANY: None, "tagged": True, "untagged": False}[f["reviewed"]],
+        "category": None if f["category"] == ANY else f["category"],
+        "reviewer": reviewer() if f["mine"] else None,
+        "sort": f["sort"],
+        "descending": bool(f["descending"]),
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def describe_filters(kwargs: dict) -> str:
+    """Short text of the active filters, e.g. 'true cat · predicted dog · untagged'."""
+    parts = []
+    if kwargs.get("true_class") is not None:
+        parts.append(f"true {CLASS_NAMES[kwargs['true_class']]}")
+    if kwargs.get("pred_class") is not None:
+        parts.append(f"predicted {CLASS_NAMES[kwargs['pred_class']]}")
+    if kwargs.get("min_confidence") is not None or kwargs.get("max_confidence") is not None:
+        parts.append(f"confidence {kwargs.get('min_confidence') or 0:.2f}-{kwargs.get('max_confidence') or 1:.2f}")
+    if kwargs.get("cross_group_only"):
+        parts.append("animal/vehicle mix-ups")
+    if kwargs.get("tagged") is not None:
+        parts.append("tagged" if kwargs["tagged"] else "untagged")
+    if kwargs.get("category"):
+        parts.append(f"category {kwargs['category']}")
+    if kwargs.get("reviewer"):
+        parts.append(f"by {kwargs['reviewer']}")
+    return " · ".join(parts) or "all errors"
+
+
+# --- thumbnails and captions ---------------------------------------------------------------
+
+
+def caption(row) -> str:
+    """'#index · true → predicted · confidence' (+ tags) for one error-table row."""
+    text = f"#{int(row['index'])} · {row['label_name']} → {row['pred_name']} · {float(row['confidence']):.0%}"
+    cats = row.get("categories") if hasattr(row, "get") else None
+    if cats:
+        text += " · " + ", ".join(cats)
+    return text
+
+
+def show_image(thumbs: Thumbnails | None, index: int, *, scale: int = DEFAULT_SCALE, caption_text=None) -> None:
+    """One test image from the thumbnail cache (already PNG: Streamlit passes it on as is)."""
+    if thumbs is None or not thumbs.has(index):
+        st.caption(caption_text or f"#{index} (no image)")
+        return
+    st.image(thumbs.png(index, scale), caption=caption_text, output_format="PNG")
+
+
+def select_detail(index: int) -> None:
+    """Callback: show image `index` in the detail view."""
+    st.session_state[DETAIL_KEY] = int(index)
+
+
+def thumbnail_grid(rows: pd.DataFrame, thumbs: Thumbnails | None, *, columns: int = GRID_COLUMNS,
+                   selected: int | None = None) -> None:
+    """A grid of error thumbnails with captions; each has a button opening its detail view."""
+    cols = st.columns(columns)
+    for k, row in enumerate(rows.to_dict("records")):
+        index = int(row["index"])
+        with cols[k % columns]:
+            show_image(thumbs, index, caption_text=caption(row))
+            st.button(
+                "Viewing" if index == selected else "Open",
+                key=f"open_{index}",
+                on_click=select_detail,
+                args=(index,),
+                type="primary" if index == selected else "secondary",
+                icon=":material/zoom_in:",
+                width="stretch",
+            )
+
+
+# --- figures ----------------------------------------------------------------------------
+
+
+def confusion_figure(cm: pd.DataFrame, *, hide_diagonal: bool = True, title: str | None = None,
+                     diverging: bool = False) -> go.Figure:
+    """Heatmap of a 10x10 confusion table (rows true, columns predicted), clickable per cell.
+
+    Plotly heatmaps do not report clicks as selections, so each cell also carries an
+    invisible marker; `cell_from_selection` reads the clicked one back.
+    """
+    z = cm.to_numpy(dtype=float).copy()
+    if hide_diagonal:
+        np.fill_diagonal(z, np.nan)  # correct predictions would swamp the colour scale
+    names = list(cm.columns)
+    true_names = list(cm.index)
+    heat = go.Heatmap(
+        z=z, x=names, y=true_names, colorscale="RdBu_r" if diverging else "Blues",
+        zmid=0 if diverging else None, hoverongaps=False,
+        hovertemplate="true %{y} → predicted %{x}: %{z}<extra></extra>",
+        texttemplate="%{z:.0f}", colorbar={"thickness": 12},
+    )
+    xs, ys = np.meshgrid(np.arange(len(names)), np.arange(len(true_names)))
+    cells = go.Scatter(
+        x=[names[i] for i in xs.ravel()], y=[true_names[j] for j in ys.ravel()],
+        customdata=np.stack([ys.ravel(), xs.ravel()], axis=1),
+        mode="markers", marker={"size": 28, "opacity": 0.0, "symbol": "square"},
+        hoverinfo="skip", showlegend=False,
+    )
+    fig = go.Figure([heat, cells])
+    fig.update_layout(
+        title=title, height=460, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        xaxis={"title": "predicted", "side": "bottom"},
+        yaxis={"title": "true", "autorange": "reversed"},
+        clickmode="event+select", dragmode=False,
+    )
+    return fig
+
+
+def cell_from_selection(state) -> tuple[int, int] | None:
+    """(true class, predicted class) of the clicked confusion cell, from a plotly_chart state."""
+    if not state:
+        return None
+    selection = state.get("selection") if hasattr(state, "get") else getattr(state, "selection", None)
+    points = (selection or {}).get("points") or []
+    for point in points:
+        data = point.get("customdata")
+        if data is not None and len(data) == 2:
+            return int(data[0]), int(data[1])
+        x, y = point.get("x"), point.get("y")
+        if x in CLASS_NAMES and y in CLASS_NAMES:
+            return CLASS_NAMES.index(y), CLASS_NAMES.index(x)
+    return None
+
+
+def probability_figure(row: dict) -> go.Figure:
+    """Bar chart of one image's ten class probabilities; the true class and the prediction marked."""
+    probs = [float(row[f"prob_{k}"]) for k in range(NUM_CLASSES)]
+    label, pred = int(row["label"]), int(row["pred"])
+    colours = ["#2e7d32" if k == label else "#c62828" if k == pred else "#90a4ae" for k in range(NUM_CLASSES)]
+    fig = go.Figure(go.Bar(x=list(CLASS_NAMES), y=probs, marker_color=colours,
+                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(height=240, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      yaxis={"range": [0, 1], "title": "probability"})
+    return fig
+
+
+def per_class_figure(table: pd.DataFrame, value: str = "accuracy", name: str | None = None) -> go.Figure:
+    """Bars per class with the Wilson interval when `ci_low`/`ci_high` are present."""
+    error_y = None
+    if {"ci_low", "ci_high"} <= set(table.columns):
+        error_y = {"type": "data", "symmetric": False,
+                   "array": table["ci_high"] - table[value], "arrayminus": table[value] - table["ci_low"]}
+    fig = go.Figure(go.Bar(x=table["name"], y=table[value], error_y=error_y, name=name))
+    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 10, "b": 10}, yaxis={"tickformat": ".0%"})
+    return fig
+
+
+def history_figure(histories: dict[str, pd.DataFrame], metric: str) -> go.Figure:
+    """One line per run of `metric` against epoch (stages laid end to end)."""
+    fig = go.Figure()
+    for run_id, df in histories.items():
+        if metric not in df.columns or df.empty:
+            continue
+        fig.add_trace(go.Scatter(x=np.arange(1, len(df) + 1), y=df[metric], mode="lines+markers", name=run_id))
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis={"title": "epoch (all stages)"}, yaxis={"title": metric},
+                      legend={"orientation": "h"})
+    return fig
+
+
+def category_figure(counts: pd.DataFrame) -> go.Figure:
+    """Stacked bars: error images per category, split by class (rows of `counts`)."""
+    fig = go.Figure()
+    for name, row in counts.iterrows():
+        if row.sum():
+            fig.add_trace(go.Bar(x=list(counts.columns), y=row.to_numpy(), name=str(name)))
+    fig.update_layout(barmode="stack", height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      yaxis={"title": "error images"}, legend={"orientation": "h"})
+    return fig
+
+
+def animal_text(row: dict) -> str:
+    """The animal head's output for one image, or why there is none."""
+    a = row.get("animal_prob")
+    if a is None or pd.isna(a):
+        return "single-task run: no animal head"
+    truth = "an animal" if IS_ANIMAL[int(row["label"])] else "a vehicle"
+    return f"animal head: {float(a):.2f} (says {'animal' if a >= 0.5 else 'vehicle'}; it is {truth})"
+
+
+# --- tagging ----------------------------------------------------------------------------
+
+
+def _set_tag(run_id: str, index: int, category: str, name: str, on: bool) -> None:
+    try:
+        s = store()
+        (s.tag if on else s.untag)(run_id, index, category, name)
+    except Exception as exc:  # shown on the next render instead of a traceback
+        st.session_state["_tag_error"] = error_message(exc, "Tag not saved")
+
+
+def _save_note(run_id: str, index: int, name: str, key: str) -> None:
+    try:
+        store().set_note(run_id, index, name, st.session_state.get(key) or "")
+    except Exception as exc:
+        st.session_state["_tag_error"] = error_message(exc, "Note not saved")
+
+
+def _undo(name: str) -> None:
+    try:
+        done = store().undo(name)
+        st.session_state["_tag_info"] = (
+            f"Undid {done['kind']} {done['action']} on #{done['index']}" if done else "Nothing to undo."
+        )
+    except Exception as exc:
+        st.session_state["_tag_error"] = error_message(exc, "Undo failed")
+
+
+def tag_controls(run_id: str, index: int, *, key: str, shortcuts: bool = True) -> None:
+    """Category toggles (keys 1-9), a note and undo (U) for one image; saved on click.
+
+    Call it inside an `st.fragment` so a click reruns only these controls.
+    """
+    name = reviewer()
+    for slot in ("_tag_error", "_tag_info"):
+        message = st.session_state.pop(slot, None)
+        if message:
+            (st.error if slot == "_tag_error" else st.toast)(message)
+    if name is None:
+        st.info("Type your name in the sidebar to tag images.", icon=":material/badge:")
+        return
+    s = store()
+    categories = s.category_names()
+    mine = set(s.current_tags(reviewer=name, indices=[index])["category"])
+    row = st.container(horizontal=True, wrap=True)
+    for k, category in enumerate(categories, start=1):
+        on = category in mine
+        row.button(
+            f"{category.replace('_', ' ')}",
+            key=f"{key}_tag_{category}",
+            on_click=_set_tag,
+            args=(run_id, index, category, name, not on),
+            type="primary" if on else "secondary",
+            icon=":material/check:" if on else None,
+            shortcut=str(k) if shortcuts and k <= 9 else None,
+            help=f"{'Remove' if on else 'Add'} the tag '{category}'",
+        )
+    row.button("Undo", key=f"{key}_undo", on_click=_undo, args=(name,), icon=":material/undo:",
+               shortcut="U" if shortcuts else None, type="tertiary")
+    notes = s.current_notes(reviewer=name, indices=[index])
+    note_key = f"{key}_note_{index}"
+    st.text_area(
+        "Note", value=notes["note"].iloc[0] if len(notes) else "", key=note_key, height=68,
+        on_change=_save_note, args=(run_id, index, name, note_key),
+        placeholder="What makes this image hard? (saved when you leave the field)",
+    )
+
+
+def tags_by_everyone(index: int) -> pd.DataFrame:
+    """Every reviewer's current tags and note on image `index`: DataFrame[reviewer, tags, note]."""
+    s = store()
+    tags = s.current_tags(indices=[index])
+    notes = s.current_notes(indices=[index]).set_index("reviewer")["note"]
+    per = tags.groupby("reviewer")["category"].apply(lambda c: ", ".join(sorted(c)))
+    names = sorted(set(per.index) | set(notes.index))
+    return pd.DataFrame(
+        {"reviewer": names, "tags": [per.get(n, "") for n in names], "note": [notes.get(n, "") for n in names]}
+    )
+
+
+# --- moving through a list of images ------------------------------------------------------
+
+
+def _step(order: list[int], current: int | None, delta: int, state_key: str,
+          page_key: str | None, page_size: int) -> None:
+    pos = order.index(current) if current in order else -1 if delta > 0 else len(order)
+    new = min(max(pos + delta, 0), len(order) - 1)
+    st.session_state[state_key] = order[new]
+    if page_key:
+        st.session_state[page_key] = new // page_size + 1
+
+
+def step_buttons(order: list[int], current: int | None, *, key: str, state_key: str = DETAIL_KEY,
+                 page_key: str | None = None, page_size: int = 1) -> None:
+    """Previous / next through `order` (test indices): keys ← or K, → or J.
+
+    Sets `st.session_state[state_key]` to the new index and, when the list is shown
+    in pages of `page_size`, `st.session_state[page_key]` to the page that holds it.
+    """
+    pos = order.index(current) if current in order else None
+    bar = st.container(horizontal=True, vertical_alignment="center")
+    # j/k too: reviewers coming from mail and code tools reach for them first.
+    moves = (("Previous", -1, "Left", ":material/arrow_back:", "secondary"),
+             ("Next", 1, "Right", ":material/arrow_forward:", "secondary"),
+             ("k", -1, "K", None, "tertiary"),
+             ("j", 1, "J", None, "tertiary"))
+    for label, delta, shortcut, icon, kind in moves:
+        at_end = pos is not None and not 0 <= pos + delta < len(order)
+        bar.button(label, key=f"{key}_{label}", shortcut=shortcut, icon=icon, type=kind, disabled=at_end,
+                   on_click=_step, args=(order, current, delta, state_key, page_key, page_size),
+                   help="previous image" if delta < 0 else "next image")
+    if pos is not None:
+        bar.caption(f"{pos + 1:,} of {len(order):,}")

@@ -1,0 +1,96 @@
+"""Compare: two runs on the same test images, side by side (e.g. single-task against multitask)."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from cifar_mtl import ui
+from cifar_mtl.compare import compare_runs
+
+GALLERY = 24
+
+st.title("Compare runs")
+table = ui.run_table()
+ids = ui.complete_run_ids(table)
+if len(ids) < 2:
+    st.info("Comparing needs two complete runs; there are fewer so far.", icon=":material/info:")
+    st.page_link("pages/getting_started.py", label="Getting started: train both variants",
+                 icon=":material/rocket_launch:")
+    st.stop()
+
+default_a, default_b = ui.compare_defaults(table)
+ui.keep_valid(ui.COMPARE_BASE_KEY, ids, default_a)
+ui.keep_valid(ui.COMPARE_KEY, ids, default_b)
+label = ui.run_label(table)
+c = st.columns(2)
+run_a = c[0].selectbox("Run A (baseline)", ids, key=ui.COMPARE_BASE_KEY, format_func=label, persist_state="session")
+run_b = c[1].selectbox("Run B", ids, key=ui.COMPARE_KEY, format_func=label, persist_state="session")
+if run_a == run_b:
+    st.warning("Pick two different runs.", icon=":material/warning:")
+    st.stop()
+preds_a, preds_b = ui.load_run(run_a), ui.load_run(run_b)
+if preds_a is None or preds_b is None:
+    st.stop()
+try:
+    tags = ui.store().current_tags()
+except Exception as exc:
+    ui.show_error(exc, "Review database (categories are not compared)")
+    tags = None
+try:
+    cmp = compare_runs(preds_a, preds_b, tags)
+except ValueError as exc:
+    ui.show_error(exc, "These runs cannot be compared")
+    st.stop()
+
+c = st.columns(5)
+c[0].metric("Accuracy A", f"{cmp.accuracy_a:.2%}", help=f"95% interval {cmp.ci_a[0]:.2%} - {cmp.ci_a[1]:.2%}")
+c[0].caption(f"95% CI {cmp.ci_a[0]:.2%} - {cmp.ci_a[1]:.2%}")
+c[1].metric("Accuracy B", f"{cmp.accuracy_b:.2%}", delta=f"{cmp.difference:+.2%}",
+            help=f"95% interval {cmp.ci_b[0]:.2%} - {cmp.ci_b[1]:.2%}")
+c[1].caption(f"95% CI {cmp.ci_b[0]:.2%} - {cmp.ci_b[1]:.2%}")
+c[2].metric("McNemar p-value", f"{cmp.p_value:.3g}",
+            help="Exact test on the images exactly one run gets right; small means a real difference")
+c[3].metric("Fixed / broken by B", f"{cmp.n_fixed:,} / {cmp.n_broken:,}")
+c[4].metric("Animal/vehicle mix-ups", f"{cmp.cross_group_a:,} → {cmp.cross_group_b:,}",
+            delta=cmp.cross_group_b - cmp.cross_group_a, delta_color="inverse")
+
+left, right = st.columns(2)
+with left:
+    st.markdown("**Accuracy per class**")
+    fig = go.Figure([
+        go.Bar(x=cmp.per_class["name"], y=cmp.per_class["accuracy_a"], name=f"A {run_a}"),
+        go.Bar(x=cmp.per_class["name"], y=cmp.per_class["accuracy_b"], name=f"B {run_b}"),
+    ])
+    fig.update_layout(barmode="group", height=340, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      yaxis={"tickformat": ".0%"}, legend={"orientation": "h"})
+    st.plotly_chart(fig, key="cmp_per_class")
+with right:
+    st.markdown("**Confusion difference** (B minus A: red cells are more frequent in B)")
+    st.plotly_chart(ui.confusion_figure(cmp.confusion_diff, diverging=True), key="cmp_confusion")
+
+thumbs = ui.images_for(preds_a)
+fixed_tab, broken_tab, cat_tab = st.tabs(
+    [f"Fixed by B ({cmp.n_fixed:,})", f"Broken by B ({cmp.n_broken:,})", "Error categories"]
+)
+for tab, pairs, wrong in ((fixed_tab, cmp.fixed, "a"), (broken_tab, cmp.broken, "b")):
+    with tab:
+        if pairs.empty:
+            st.caption("None.")
+            continue
+        shown = pairs.sort_values(f"confidence_{wrong}", ascending=False).head(GALLERY)
+        st.caption(f"The {len(shown)} most confident mistakes of run {wrong.upper()}.")
+        cols = st.columns(6)
+        for k, row in enumerate(shown.to_dict("records")):
+            with cols[k % 6]:
+                ui.show_image(thumbs, int(row["index"]), caption_text=(
+                    f"#{row['index']} {row['label_name']}: A {row['pred_a_name']}, B {row['pred_b_name']}"
+                ))
+with cat_tab:
+    if cmp.categories is None or cmp.categories.empty:
+        st.caption("No tagged errors yet: categories appear once images are tagged.")
+    else:
+        fig = go.Figure([go.Bar(x=cmp.categories.index, y=cmp.categories[c], name=f"{c.upper()} {r}")
+                         for c, r in (("a", run_a), ("b", run_b))])
+        fig.update_layout(barmode="group", height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                          yaxis={"title": "error images"}, legend={"orientation": "h"})
+        st.plotly_chart(fig, key="cmp_categories")
+        st.dataframe(cmp.categories, width="stretch")

@@ -1,0 +1,98 @@
+"""Getting started: where the data comes from, a quick demo training, how reviewing works."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from cifar_mtl import ui
+
+QUICK_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_quick.json"
+
+
+def submit_demo() -> None:
+    """Queue the quick configuration twice (single-task and multitask) with the job runner."""
+    try:
+        from cifar_mtl.config import load_config_file
+        from cifar_mtl.jobs import JobRunner
+
+        base = load_config_file(QUICK_CONFIG).to_dict()
+        ids = JobRunner().submit_demo(base=base)
+        st.session_state["_demo_jobs"] = ids
+    except Exception as exc:
+        st.session_state["_demo_error"] = ui.error_message(exc, "The demo could not be queued")
+
+
+st.title("Getting started")
+table = ui.run_table()
+if not ui.complete_run_ids(table):
+    st.info("No finished runs yet: train one below, or point the app at an artifacts folder that has some.",
+            icon=":material/info:")
+
+st.subheader("1. Point the app at CIFAR-10")
+thumbs, _, problem = ui.test_images()
+if thumbs is not None:
+    st.success(f"Test images found: {len(thumbs):,} images from {ui.data_source_text()}.", icon=":material/check:")
+else:
+    st.warning(f"Test images are not available: {problem}", icon=":material/hide_image:")
+st.markdown(
+    """
+The app never downloads anything by itself. Give it the official **python version** of
+CIFAR-10, either the `cifar-10-batches-py` folder or `cifar-10-python.tar.gz`:
+
+```bash
+export CIFAR10_DIR=/data/cifar-10-batches-py      # or .../cifar-10-python.tar.gz
+export CIFAR_MTL_HOME=/data/cifar-mtl-artifacts   # optional: where runs and reviews live
+streamlit run app.py
+```
+
+Without `CIFAR10_DIR` the app looks in the keras download cache (`~/.keras/datasets`).
+Runs, the review database and exports live in the artifacts home shown in the sidebar.
+"""
+)
+
+st.subheader("2. Train a model")
+st.markdown(
+    f"The quick demo trains both variants of `configs/{QUICK_CONFIG.name}` (a stratified "
+    "subset, a few epochs from scratch, a few minutes each on a CPU), one after the other. "
+    "They show up here and on the Retrain page while they run."
+)
+st.button("Train the quick demo (single-task and multitask)", on_click=submit_demo,
+          icon=":material/play_arrow:", type="primary", disabled=not QUICK_CONFIG.exists())
+if message := st.session_state.pop("_demo_error", None):
+    st.error(message)
+if ids := st.session_state.get("_demo_jobs"):
+    st.success(f"Queued jobs {', '.join(map(str, ids))}.", icon=":material/schedule:")
+try:
+    from cifar_mtl.jobs import JobRunner
+
+    jobs = JobRunner().list_jobs()
+    if len(jobs):
+        st.dataframe(jobs, hide_index=True, width="stretch")
+        st.button("Refresh", icon=":material/refresh:")
+except Exception as exc:
+    ui.show_error(exc, "Reading the job queue")
+st.markdown(
+    """
+From a terminal instead:
+
+```bash
+python -m cifar_mtl train --config configs/cpu_quick.json                      # multitask
+python -m cifar_mtl train --config configs/cpu_quick.json --set variant=single # single-task
+```
+"""
+)
+
+st.subheader("3. Review the errors")
+st.markdown(
+    """
+- **Overview**: runs, training curves, accuracy per class, review progress.
+- **Errors**: the misclassified test images with filters and a clickable confusion matrix;
+  open an image to see its probabilities and tag it.
+- **Review**: one untagged error at a time. Keys: **1-9** toggle categories, **→ / J** next,
+  **← / K** previous, **U** undo. Tags are saved the moment they are set.
+- **Mislabels**: images whose test label looks wrong; confirm, reject or mark unsure.
+- **Compare**: two runs side by side; **Export**: the error-category CSV.
+
+Type your name in the sidebar first: every reviewer's tags are kept apart.
+"""
+)

@@ -1,0 +1,107 @@
+"""Overview: every run, training curves, and the run under review's accuracy and review state."""
+
+import pandas as pd
+import streamlit as st
+
+from cifar_mtl import analysis, runs, ui
+from cifar_mtl.mislabels import corrected_accuracy
+
+st.title("Overview")
+table = ui.run_table()
+if table.empty:
+    st.info("No runs in the artifacts home yet.", icon=":material/info:")
+    st.page_link("pages/getting_started.py", label="Getting started", icon=":material/rocket_launch:")
+    st.stop()
+
+try:
+    store = ui.store()
+    tags, mislabels = store.current_tags(), store.current_mislabels()
+except Exception as exc:
+    ui.show_error(exc, "Review database")
+    store, tags, mislabels = None, None, None
+
+
+unreadable = {}
+
+
+def corrected(run_id: str) -> float | None:
+    """Accuracy against reviewer-corrected labels (None when the run cannot be read)."""
+    try:
+        preds = ui.predictions(run_id)
+    except Exception as exc:  # listed below the table; the other runs still show
+        unreadable[run_id] = ui.error_message(exc)
+        return None
+    return None if mislabels is None else corrected_accuracy(preds, mislabels)["corrected_accuracy"]
+
+
+done = table["complete"].astype(bool)
+view = pd.DataFrame(
+    {
+        "run": table["run_id"],
+        "variant": table["variant"],
+        "label smoothing": table["label_smoothing"],
+        "epochs": table["epochs"],
+        "accuracy": table["accuracy"],
+        "corrected accuracy": [corrected(r) if ok else None for r, ok in zip(table["run_id"], done)],
+        "cross-group errors": table["cross_group_errors"],
+        "state": table["state"],
+        "date": table["finished_at"].fillna(table["started_at"]),
+        "problem": table["problem"],
+    }
+)
+st.dataframe(
+    view, hide_index=True, width="stretch",
+    column_config={
+        "accuracy": st.column_config.NumberColumn(format="percent"),
+        "corrected accuracy": st.column_config.NumberColumn(
+            format="percent", help="Accuracy when reviewer-confirmed mislabels take the corrected label"),
+        "label smoothing": st.column_config.NumberColumn(format="%.2f"),
+    },
+)
+
+for message in unreadable.values():
+    st.warning(message, icon=":material/warning:")
+
+st.subheader("Training curves")
+histories = {}
+for run_id in table["run_id"]:
+    try:
+        histories[run_id] = runs.load_history(run_id)
+    except runs.RunError as exc:
+        st.caption(ui.error_message(exc))
+metrics = sorted({c for h in histories.values() for c in h.columns} - {"stage", "epoch"})
+if metrics:
+    c1, c2 = st.columns([1, 3])
+    default = "val_class_accuracy" if "val_class_accuracy" in metrics else metrics[0]
+    metric = c1.selectbox("Metric", metrics, index=metrics.index(default), key="ov_metric")
+    shown = c2.multiselect("Runs", list(histories), default=list(histories)[:5], key="ov_runs")
+    st.plotly_chart(ui.history_figure({r: histories[r] for r in shown}, metric), key="ov_history")
+else:
+    st.caption("No training history recorded yet.")
+
+run_id = ui.current_run(table)
+if run_id is None:
+    st.stop()
+st.subheader(f"Run under review: {run_id}")
+preds = ui.load_run(run_id)
+if preds is None:
+    st.stop()
+
+left, right = st.columns(2)
+with left:
+    st.markdown("**Accuracy per class** (95% Wilson interval)")
+    st.plotly_chart(ui.per_class_figure(analysis.per_class_accuracy(preds)), key="ov_per_class")
+with right:
+    progress = analysis.review_progress(preds, tags, mislabels=mislabels)
+    st.markdown("**Review progress**")
+    c1, c2 = st.columns(2)
+    c1.metric("Errors reviewed", f"{progress['n_reviewed']:,} of {progress['n_errors']:,}")
+    share = progress["share"]
+    c2.metric("Share", "-" if pd.isna(share) else f"{share:.0%}")
+    st.progress(0.0 if pd.isna(share) else float(share))
+    st.markdown("**Error categories** (distinct error images, by true class)")
+    counts = analysis.category_counts(preds, tags, by="label")
+    if counts.shape[1] and counts.to_numpy().sum():
+        st.plotly_chart(ui.category_figure(counts), key="ov_categories")
+    else:
+        st.caption("No error of this run is tagged yet: tag some on the Errors or Review page.")

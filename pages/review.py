@@ -1,0 +1,85 @@
+"""Review: the current filter's errors that you have not tagged yet, one at a time, by keyboard."""
+
+import streamlit as st
+
+from cifar_mtl import analysis, ui
+from cifar_mtl.images import DETAIL_SCALE
+
+QUEUE_KEY = "review_queue"
+CURRENT_KEY = "review_current"
+
+run_id = ui.require_run()
+st.title("Review")
+name = ui.reviewer()
+if name is None:
+    st.info("Type your name in the sidebar to start reviewing: each reviewer's tags are kept apart.",
+            icon=":material/badge:")
+    st.stop()
+preds = ui.load_run(run_id)
+if preds is None:
+    st.stop()
+try:
+    store = ui.store()
+    categories = store.category_names()
+except Exception as exc:
+    ui.show_error(exc, "Review database")
+    st.stop()
+
+with st.expander("Filter (shared with the Errors page)", icon=":material/filter_alt:"):
+    ui.filter_controls(categories, prefix="rev")
+kwargs = ui.filter_kwargs(tagged=False, reviewer=name, category=None)
+signature = (run_id, name, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+
+
+def build_queue() -> None:
+    """Snapshot the untagged errors, so tagging one does not pull it from under the reviewer."""
+    table = analysis.error_table(preds, store.current_tags(reviewer=name), **kwargs)
+    order = table["index"].astype(int).tolist()
+    st.session_state[QUEUE_KEY] = {"signature": signature, "order": order}
+    st.session_state[CURRENT_KEY] = order[0] if order else None
+
+
+try:
+    if st.session_state.get(QUEUE_KEY, {}).get("signature") != signature:
+        build_queue()
+except ValueError as exc:
+    ui.show_error(exc, "Filters")
+    st.stop()
+order = st.session_state[QUEUE_KEY]["order"]
+st.caption(f"Queue: your untagged errors · {ui.describe_filters(kwargs)}")
+if not order:
+    st.success("Nothing left to review under this filter.", icon=":material/task_alt:")
+    st.button("Look again", on_click=build_queue, icon=":material/refresh:")
+    st.stop()
+thumbs = ui.images_for(preds)
+by_index = preds.set_index(preds["index"].astype(int))
+
+
+@st.fragment
+def review_panel() -> None:
+    """Image, tags, note and moves; a key press reruns only this panel."""
+    current = st.session_state.get(CURRENT_KEY)
+    if current not in order:
+        current = st.session_state[CURRENT_KEY] = order[0]
+    mine = store.current_tags(reviewer=name, indices=order)
+    notes = store.current_notes(reviewer=name, indices=order)
+    done = len(set(mine["index"]) | set(notes["index"]))
+    st.progress(done / len(order), text=f"{done:,} of {len(order):,} reviewed")
+    run_wide = analysis.review_progress(preds, store.current_tags(reviewer=name), reviewer=name,
+                                        notes=store.current_notes(reviewer=name))
+    st.caption(f"Whole run: you have reviewed {run_wide['n_reviewed']:,} of {run_wide['n_errors']:,} errors.")
+    row = {**by_index.loc[current].to_dict(), "index": current}
+    row["label_name"], row["pred_name"] = ui.CLASS_NAMES[int(row["label"])], ui.CLASS_NAMES[int(row["pred"])]
+    image, side = st.columns([2, 3], gap="medium")
+    with image:
+        ui.show_image(thumbs, current, scale=DETAIL_SCALE, caption_text=ui.caption(row))
+        st.caption(ui.animal_text(row))
+    with side:
+        ui.step_buttons(order, current, key="rev_step", state_key=CURRENT_KEY)
+        ui.tag_controls(run_id, current, key="rev")
+        st.plotly_chart(ui.probability_figure(row), key="rev_probs")
+
+
+review_panel()
+st.button("Rebuild the queue", on_click=build_queue, icon=":material/refresh:", type="tertiary",
+          help="Drop the images you have tagged since the queue was made")

@@ -1,0 +1,355 @@
+"""The Streamlit app, page by page, with Streamlit's AppTest against a generated artifacts home."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.app_fixture import APP, break_run, build_home
+from cifar_mtl import analysis, ui
+from cifar_mtl.compare import compare_runs
+from cifar_mtl.labels import CLASS_NAMES
+from cifar_mtl.mislabels import corrected_accuracy, rank_mislabels
+from cifar_mtl.reviews import ReviewStore
+from cifar_mtl.runs import load_predictions
+
+TIMEOUT = 60  # seconds per script run; the first run imports plotly and pandas
+
+
+@pytest.fixture
+def fx(tmp_path, monkeypatch):
+    """Fixture home with a single-task and a multitask run of 200 images, and matching images."""
+    fixture = build_home(tmp_path, n=200)
+    for key, value in fixture.env().items():
+        monkeypatch.setenv(key, value)
+    return fixture
+
+
+def open_app(page: str | None = None, reviewer: str | None = None, run_id: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if reviewer:
+        at.query_params["reviewer"] = reviewer
+    if run_id:
+        at.query_params["run_id"] = run_id
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+def grid_captions(at: AppTest) -> list[str]:
+    """Captions of the thumbnails in the Errors grid (the detail image is the last one)."""
+    return [c for image in at.image[:-1] for c in image.captions]
+
+
+def button(at: AppTest, key: str):
+    return at.button(key=key)
+
+
+# --- every page renders ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", ["overview", "errors", "review", "mislabels", "compare", "export", "getting_started"])
+def test_every_page_renders_without_error(fx, page):
+    at = open_app(page, reviewer="ada")
+    assert not at.error, texts(at.error)
+    assert at.title, "each page has a title"
+
+
+def test_overview_lists_every_run_with_its_figures(fx):
+    at = open_app(reviewer="ada")
+    assert texts(at.title) == ["Overview"]
+    runs_shown = at.dataframe[0].value
+    assert set(runs_shown["run"]) == set(fx.run_ids)
+    for run_id in fx.run_ids:
+        expected = load_predictions(run_id)["correct"].mean()
+        shown = runs_shown.loc[runs_shown["run"] == run_id, "accuracy"].iloc[0]
+        assert shown == pytest.approx(expected)
+    # the newest run is under review by default
+    assert at.sidebar.selectbox(key=ui.RUN_KEY).value == "multi-b"
+    preds = load_predictions("multi-b")
+    n_errors = int((~preds["correct"]).sum())
+    assert any(m.value == f"0 of {n_errors:,}" for m in at.metric)
+
+
+# --- Errors: filters, grid, detail ------------------------------------------------------------
+
+
+def test_filters_change_the_grid(fx):
+    at = open_app("errors", reviewer="ada")
+    preds = load_predictions("multi-b")
+    all_errors = analysis.error_table(preds)
+    first = grid_captions(at)
+    assert len(first) == min(24, len(all_errors))
+    assert first[0].startswith(f"#{all_errors['index'].iloc[0]} ")  # hardest (highest loss) first
+
+    at.selectbox(key="err_f_true").set_value(3).run()
+    cats = analysis.error_table(preds, true_class=3)
+    shown = grid_captions(at)
+    assert len(shown) == min(24, len(cats)) and len(shown) < len(first)
+    assert all(f"· {CLASS_NAMES[3]} →" in c for c in shown)
+
+    at.selectbox(key="err_f_sort").set_value("confidence").run()
+    at.toggle(key="err_f_descending").set_value(False).run()
+    ascending = analysis.error_table(preds, true_class=3, sort="confidence", descending=False)
+    assert [c.split(" ")[0] for c in grid_captions(at)] == [f"#{i}" for i in ascending["index"][:24]]
+
+    at.toggle(key="err_f_cross").set_value(True).run()
+    cross = analysis.error_table(preds, true_class=3, cross_group_only=True)
+    assert len(grid_captions(at)) == min(24, len(cross))
+
+
+def test_filters_survive_moving_between_pages(fx):
+    at = open_app("errors", reviewer="ada")
+    at.selectbox(key="err_f_true").set_value(5).run()
+    at.switch_page("pages/overview.py").run()
+    at.switch_page("pages/errors.py").run()
+    assert at.selectbox(key="err_f_true").value == 5
+    assert all(f"· {CLASS_NAMES[5]} →" in c for c in grid_captions(at))
+    at.switch_page("pages/review.py").run()  # the Review queue uses the same filter
+    assert at.selectbox(key="rev_f_true").value == 5
+    queue = at.session_state["review_queue"]["order"]
+    assert queue == analysis.error_table(load_predictions("multi-b"), true_class=5)["index"].tolist()
+
+
+def test_pages_of_the_grid(fx):
+    at = open_app("errors", reviewer="ada")
+    errors = analysis.error_table(load_predictions("multi-b"))
+    at.selectbox(key="err_page_size").set_value(12).run()
+    assert len(grid_captions(at)) == 12
+    at.pagination(key="err_page").set_value(2).run()
+    assert grid_captions(at)[0].startswith(f"#{errors['index'].iloc[12]} ")
+
+
+def test_opening_an_image_shows_its_detail(fx):
+    at = open_app("errors", reviewer="ada")
+    errors = analysis.error_table(load_predictions("multi-b"))
+    third = int(errors["index"].iloc[2])
+    button(at, f"open_{third}").click().run()
+    assert at.image[-1].captions[0].startswith(f"#{third} ")
+    button(at, "err_step_Next").click().run()
+    assert at.image[-1].captions[0].startswith(f"#{int(errors['index'].iloc[3])} ")
+    button(at, "err_step_k").click().run()
+    assert at.image[-1].captions[0].startswith(f"#{third} ")
+
+
+@pytest.mark.parametrize(
+    "state, cell",
+    [
+        ({"selection": {"points": [{"x": "dog", "y": "cat", "customdata": [3, 5]}]}}, (3, 5)),
+        ({"selection": {"points": [{"x": "truck", "y": "automobile"}]}}, (1, 9)),
+        ({"selection": {"points": []}}, None),
+        (None, None),
+    ],
+)
+def test_confusion_click_is_read_back_as_true_and_predicted_class(state, cell):
+    assert ui.cell_from_selection(state) == cell
+
+
+def test_confusion_cell_filter_shows_those_images(fx):
+    at = open_app("errors", reviewer="ada")
+    preds = load_predictions("multi-b")
+    cm = analysis.confusion_matrix(preds).to_numpy().copy()
+    np.fill_diagonal(cm, 0)
+    true, pred = np.unravel_index(cm.argmax(), cm.shape)
+    # what the chart's click callback does: set both class filters
+    at.selectbox(key="err_f_true").set_value(int(true))
+    at.selectbox(key="err_f_pred").set_value(int(pred)).run()
+    shown = grid_captions(at)
+    assert len(shown) == min(24, cm[true, pred])
+    assert all(f"{CLASS_NAMES[true]} → {CLASS_NAMES[pred]}" in c for c in shown)
+
+
+# --- tagging -----------------------------------------------------------------------------------
+
+
+def test_a_tag_set_on_errors_is_stored_and_shows_on_review(fx):
+    at = open_app("review", reviewer="ada")  # the queue is built first ...
+    queue = at.session_state["review_queue"]["order"]
+    at.switch_page("pages/errors.py").run()
+    detail = int(at.image[-1].captions[0].split(" ")[0][1:])
+    assert detail == queue[0]  # same filter, same order: the first error is first in the queue
+    button(at, "err_tag_clutter").click().run()  # ... then an image is tagged on Errors
+    assert button(at, "err_tag_clutter").proto.type == "primary"
+
+    tags = ReviewStore(fx.home / "reviews.sqlite").current_tags()
+    assert tags[["index", "category", "reviewer", "run_id"]].values.tolist() == [[detail, "clutter", "ada", "multi-b"]]
+    everyone = at.dataframe[-1].value
+    assert everyone.values.tolist() == [["ada", "clutter", ""]]
+
+    at.switch_page("pages/review.py").run()
+    assert button(at, "rev_tag_clutter").proto.type == "primary"  # the queue's first image shows it
+    assert any(p.proto.text == f"1 of {len(queue):,} reviewed" for p in at.get("progress"))
+    fresh = open_app("review", reviewer="ada")  # a new queue leaves the tagged image out
+    assert fresh.session_state["review_queue"]["order"] == queue[1:]
+
+
+def test_review_queue_moves_and_tags_with_its_buttons(fx):
+    at = open_app("review", reviewer="bob")
+    queue = at.session_state["review_queue"]["order"]
+    button(at, "rev_step_j").click().run()
+    assert at.session_state["review_current"] == queue[1]
+    button(at, "rev_tag_pose").click().run()
+    button(at, "rev_tag_colour").click().run()
+    button(at, "rev_tag_pose").click().run()  # a second press removes the tag
+    store = ReviewStore(fx.home / "reviews.sqlite")
+    assert store.current_tags(reviewer="bob")[["index", "category"]].values.tolist() == [[queue[1], "colour"]]
+    button(at, "rev_undo").click().run()  # undoes the last change: the pose tag is back
+    assert sorted(store.current_tags(reviewer="bob")["category"]) == ["colour", "pose"]
+    at.text_area(key=f"rev_note_{queue[1]}").input("blurry wing").run()
+    assert store.current_notes(reviewer="bob")["note"].tolist() == ["blurry wing"]
+
+
+def test_tag_controls_ask_for_a_name_first(fx):
+    at = open_app("errors")
+    assert any("Type your name" in m for m in texts(at.info))
+    assert not [b for b in at.button if (b.key or "").startswith("err_tag_")]
+    at.text_input(key=ui.REVIEWER_KEY).input("cy").run()
+    assert button(at, "err_tag_clutter")
+
+
+# --- mislabels, compare, export -------------------------------------------------------------
+
+
+def test_confirming_a_mislabel_updates_the_corrected_accuracy(fx):
+    at = open_app("mislabels", reviewer="ada")
+    preds = load_predictions("multi-b")
+    top = rank_mislabels(preds).iloc[0]
+    button(at, f"ml_confirmed_{int(top['index'])}").click().run()
+    store = ReviewStore(fx.home / "reviews.sqlite")
+    verdicts = store.current_mislabels()
+    assert verdicts[["index", "verdict", "suggested_label"]].values.tolist() == [
+        [int(top["index"]), "confirmed", int(top["suggested"])]
+    ]
+    expected = corrected_accuracy(preds, verdicts)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Accuracy (corrected labels)"] == f"{expected['corrected_accuracy']:.2%}"
+    assert metrics["Labels corrected"] == "1"
+
+
+def test_compare_shows_the_comparison_figures(fx):
+    at = open_app("compare", reviewer="ada")
+    # defaults: newest single-task run as A, newest multitask run as B
+    assert at.selectbox(key=ui.COMPARE_BASE_KEY).value == "single-a"
+    assert at.selectbox(key=ui.COMPARE_KEY).value == "multi-b"
+    cmp = compare_runs(load_predictions("single-a"), load_predictions("multi-b"))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Accuracy A"] == f"{cmp.accuracy_a:.2%}"
+    assert metrics["Accuracy B"] == f"{cmp.accuracy_b:.2%}"
+    assert metrics["McNemar p-value"] == f"{cmp.p_value:.3g}"
+    assert metrics["Fixed / broken by B"] == f"{cmp.n_fixed:,} / {cmp.n_broken:,}"
+    assert [t.label for t in at.tabs][:2] == [f"Fixed by B ({cmp.n_fixed:,})", f"Broken by B ({cmp.n_broken:,})"]
+    assert any(c.startswith(f"95% CI {cmp.ci_a[0]:.2%}") for c in texts(at.caption))
+
+
+def test_export_contains_the_tags_and_keeps_a_copy(fx):
+    at = open_app("export", reviewer="ada")
+    assert any("Nothing to export yet" in m for m in texts(at.info))
+    at.switch_page("pages/errors.py").run()
+    detail = int(at.image[-1].captions[0].split(" ")[0][1:])
+    button(at, "err_tag_occlusion").click().run()
+    at.switch_page("pages/export.py").run()
+    preview = at.dataframe[0].value
+    assert preview["index"].tolist() == [detail]
+    assert preview["occlusion"].tolist() == [1] and preview["clutter"].tolist() == [0]
+    at.download_button(key="ex_download").click().run()
+    copies = list((fx.home / "exports").glob("multi-b-errors-*.csv"))
+    assert len(copies) == 1
+    lines = copies[0].read_text().splitlines()
+    header = lines[0].split(",")
+    row = dict(zip(header, lines[1].split(",")))
+    assert row["index"] == str(detail) and row["occlusion"] == "1" and row["reviewers"] == "ada"
+
+    at.radio(key="ex_form").set_value("long").run()
+    events = at.dataframe[0].value
+    assert events[["index", "kind", "category", "action"]].values.tolist() == [[detail, "tag", "occlusion", "add"]]
+
+
+# --- first run and bad states -----------------------------------------------------------------
+
+
+def test_no_runs_leads_to_getting_started(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_MTL_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "nowhere"))
+    at = open_app()
+    assert texts(at.title) == ["Getting started"]
+    assert any("No finished runs yet" in m for m in texts(at.info))
+    assert any("CIFAR10_DIR" in m.value for m in at.markdown)
+    for page in ("errors", "review", "export"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception
+        assert any("no complete run" in m for m in texts(at.info)), page
+
+
+def test_quick_demo_submits_both_variants_of_the_quick_config(fx, monkeypatch):
+    from cifar_mtl import jobs
+    from cifar_mtl.config import load_config_file
+
+    submitted = []
+    monkeypatch.setattr(jobs.JobRunner, "submit", lambda self, config, run_id=None: submitted.append(config) or len(submitted))
+    at = open_app("getting_started")
+    at.button[0].click().run()
+    quick = load_config_file(APP.parent / "configs" / "cpu_quick.json").to_dict()
+    assert [c["variant"] for c in submitted] == ["single", "multitask"]
+    for config in submitted:
+        assert {k: v for k, v in config.items() if k not in ("variant", "name")} == {
+            k: v for k, v in quick.items() if k not in ("variant", "name")
+        }
+    assert any("Queued jobs 1, 2" in m for m in texts(at.success))
+
+
+def test_missing_dataset_keeps_tables_and_charts_with_a_notice(fx, monkeypatch):
+    monkeypatch.setenv("CIFAR10_DIR", str(fx.data.parent / "moved-away"))
+    at = open_app("errors", reviewer="ada")
+    assert any("Images are not shown" in m and "moved-away" in m for m in texts(at.info))
+    assert len(at.image) == 0
+    table = at.dataframe[0].value
+    assert len(table) == 24 and {"label_name", "pred_name", "confidence"} <= set(table.columns)
+    button(at, "err_tag_clutter").click().run()  # tagging still works without images
+    assert len(ReviewStore(fx.home / "reviews.sqlite").current_tags()) == 1
+    for page in ("overview", "compare", "mislabels", "review"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception and not at.error, page
+
+
+def test_images_of_another_dataset_are_not_shown(fx, monkeypatch, tmp_path):
+    from cifar_mtl.synthetic import write_fake_cifar
+
+    other = write_fake_cifar(tmp_path / "small", n_train_per_batch=10, n_test=50)
+    monkeypatch.setenv("CIFAR10_DIR", str(other))
+    at = open_app("errors", reviewer="ada")
+    assert any("does not match this run" in m for m in texts(at.warning))
+    assert len(at.image) == 0
+
+
+def test_a_corrupt_run_shows_a_message_and_other_runs_work(fx):
+    break_run(fx.home, "broken-c", "corrupt")
+    break_run(fx.home, "training-d", "partial")
+    at = open_app("errors", reviewer="ada", run_id="broken-c")
+    assert not at.exception
+    assert any("broken-c" in m and "cannot be read" in m for m in texts(at.error))
+    # the run still training is listed as needing attention, not offered for review
+    assert "training-d" not in at.sidebar.selectbox(key=ui.RUN_KEY).options
+    assert "In progress: training-d (running)" in texts(at.sidebar.caption)
+    at.sidebar.selectbox(key=ui.RUN_KEY).set_value("single-a").run()
+    assert not at.error and len(grid_captions(at)) == 24
+    at.switch_page("pages/overview.py").run()
+    listed = at.dataframe[0].value.set_index("run")
+    assert listed.loc["training-d", "state"] == "running"
+    assert pd.isna(listed.loc["broken-c", "corrected accuracy"])
+    assert any("broken-c" in m and "cannot be read" in m for m in texts(at.warning))
+    assert listed.loc["single-a", "corrected accuracy"] == pytest.approx(listed.loc["single-a", "accuracy"])
+
+
+def test_an_unusable_review_database_leaves_the_grid_working(fx):
+    (fx.home / "reviews.sqlite").write_bytes(b"not a database at all" * 100)
+    at = open_app("errors", reviewer="ada")
+    assert any("cannot be used as the review database" in m for m in texts(at.error))
+    assert len(grid_captions(at)) == 24
