@@ -57,18 +57,33 @@ def to_csv_bytes(df: pd.DataFrame) -> bytes:
     """`df` as UTF-8 CSV bytes (CRLF rows) with a header row, no index column, cells neutralised.
 
     Numeric and bool columns are written by pandas as numbers; every other column
-    (and the header) goes through `neutralise`.
+    (and the header) gets the same text as `neutralise` would give, computed a whole
+    column at a time where the column holds only text or timestamps.
     """
     out = pd.DataFrame(index=df.index)
     for col in df.columns:
         series = df[col]
-        kind = series.dtype.kind
-        if kind in "iufb" and not isinstance(series.dtype, pd.CategoricalDtype):
+        if series.dtype.kind in "iufb" and not isinstance(series.dtype, pd.CategoricalDtype):
             out[neutralise(col)] = series
         else:
-            out[neutralise(col)] = series.map(neutralise).astype(object)
+            out[neutralise(col)] = _neutralise_column(series)
     # CRLF as RFC 4180 says; it also makes the writer quote cells holding a lone \r.
     return out.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
+
+
+def _neutralise_column(series: pd.Series) -> pd.Series:
+    """`series.map(neutralise)`, vectorised for text and tz-aware timestamp columns."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        # ISO 8601 in UTC with microseconds, as Timestamp.isoformat() gives for review times.
+        utc = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
+        stamps = np.datetime_as_string(utc, unit="us")
+        text = pd.Series(stamps, index=series.index, dtype=object) + "+00:00"
+        return text.where(series.notna(), "")
+    if pd.api.types.infer_dtype(series, skipna=True) not in ("string", "empty"):
+        return series.map(neutralise).astype(object)
+    text = series.astype(object).where(series.notna(), "").astype(str)
+    risky = text.str.startswith(FORMULA_STARTS) & ~text.str.fullmatch(_PLAIN_NUMBER.pattern)
+    return ("'" + text).where(risky, text).astype(object)
 
 
 # --- frames ------------------------------------------------------------------------

@@ -201,3 +201,18 @@ def test_cli_reports_a_missing_run(home):
     assert "nope" in done.stderr and "predictions.parquet is missing" in done.stderr
     done = run_cli(home, "mislabels", "--run", "nope", "--top", "0")
     assert done.returncode == 1 and "error:" in done.stderr
+
+
+def test_whole_column_neutralising_matches_neutralise():
+    n = len(AWKWARD) + 1
+    df = pd.DataFrame(
+        {
+            "note": AWKWARD + [None],
+            "mixed": [("a", "b"), 3, "=x", None] + ["-1"] * (n - 4),
+            "at": pd.to_datetime(["2024-01-02T03:04:05.123456", None] * n, utc=True)[:n],
+        }
+    )
+    rows = list(csv.reader(io.StringIO(to_csv_bytes(df).decode("utf-8"), newline="")))[1:]
+    for k, row in enumerate(rows):
+        assert row == [neutralise(df[c][k]) for c in df.columns]
+    assert rows[0][2] == "2024-01-02T03:04:05.123456+00:00" and rows[1][2] == ""
