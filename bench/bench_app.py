@@ -1,0 +1,146 @@
+"""Server-side speed of the Streamlit app on 10,000-image runs (Streamlit's AppTest).
+
+Figures, on a generated artifacts home (a single-task and a multitask run of 10,000
+test images, 10,000 generated test images, 1,000 tags):
+
+- each page's render time after its first load (median of reruns; target < 1 s);
+- a tag click: the tag is written and the page answers (median; target < 200 ms).
+  AppTest reruns the whole page on a click, while a browser reruns only the
+  tag fragment, so "full page" is an upper bound; "fragment only" runs just the
+  fragment's code, which is what a browser click costs;
+- PNG encodings during the reruns (thumbnails are made once, so 0 is expected).
+
+    python bench/bench_app.py [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+N_IMAGES = 10_000
+PAGES = ("overview", "errors", "review", "mislabels", "compare", "export", "getting_started")
+REVIEWER = "bench"
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _figure(name: str, seconds: float, limit_ms: float | None) -> dict:
+    ms = seconds * 1e3
+    return {"name": name, "value": round(ms, 1), "unit": "ms",
+            "target": "-" if limit_ms is None else f"< {limit_ms:g} ms",
+            "ok": None if limit_ms is None else bool(ms < limit_ms)}
+
+
+def _prepare(root: Path) -> None:
+    """Fixture home with two 10,000-image runs, matching images and 1,000 tags."""
+    from cifar_mtl.analysis import error_table
+    from cifar_mtl.reviews import ReviewStore
+    from cifar_mtl.runs import load_predictions
+    from tests.app_fixture import build_home
+
+    fx = build_home(root, n=N_IMAGES)
+    os.environ.update(fx.env())
+    store = ReviewStore(fx.home / "reviews.sqlite")
+    errors = error_table(load_predictions("multi-b"))["index"].to_numpy()
+    for k, category in enumerate(store.category_names()):
+        store.tag_many("multi-b", errors[k * 150 : (k + 1) * 150], category, "ann")
+    store.close()
+
+
+def _page_rows(at, repeats: int) -> list[dict]:
+    rows = []
+    for page in PAGES:
+        first = _timed(lambda: at.switch_page(f"pages/{page}.py").run())
+        if at.exception:
+            raise RuntimeError(f"page {page} failed: {at.exception[0].value}")
+        again = statistics.median(_timed(at.run) for _ in range(repeats))
+        rows.append(_figure(f"{page}: first load", first, None))
+        rows.append(_figure(f"{page}: render after first load (median of {repeats})", again, 1000))
+    return rows
+
+
+def _click_rows(at, repeats: int) -> list[dict]:
+    rows = []
+    for page, key in (("errors", "err_tag_clutter"), ("review", "rev_tag_pose")):
+        at.switch_page(f"pages/{page}.py").run()
+        clicks = statistics.median(_timed(lambda: at.button(key=key).click().run()) for _ in range(repeats))
+        rows.append(_figure(f"tag click on {page}, full page rerun (AppTest upper bound)", clicks, None))
+    return rows
+
+
+def _fragment_script() -> None:
+    import streamlit as st
+
+    from cifar_mtl import ui
+
+    st.session_state.setdefault(ui.REVIEWER_KEY, "bench")
+    index = int(ui.predictions("multi-b").loc[lambda d: ~d["correct"], "index"].iloc[0])
+    ui.tag_controls("multi-b", index, key="frag")
+
+
+def _fragment_row(repeats: int) -> dict:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_fragment_script, default_timeout=60).run()
+    clicks = statistics.median(
+        _timed(lambda: at.button(key="frag_tag_context").click().run()) for _ in range(repeats)
+    )
+    return _figure("tag click, fragment only (what a browser click reruns)", clicks, 200)
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Time every page and a tag click; one dict per figure (name, value, unit, target, ok)."""
+    from streamlit.testing.v1 import AppTest
+
+    from cifar_mtl import ui
+    from tests.app_fixture import APP
+
+    repeats = 3 if quick else 7
+    saved = {k: os.environ.get(k) for k in ("CIFAR_MTL_HOME", "CIFAR10_DIR")}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
+            _prepare(Path(tmp))
+            at = AppTest.from_file(str(APP), default_timeout=120)
+            at.query_params["reviewer"] = REVIEWER
+            at.run()
+            rows = _page_rows(at, repeats)
+            thumbs = ui.test_images()[0]
+            before = thumbs.n_encoded
+            at.switch_page("pages/errors.py").run()
+            for _ in range(repeats):
+                at.run()
+            rows.append({"name": f"PNG encodings during {repeats} Errors reruns ({before} made on first loads)",
+                         "value": float(thumbs.n_encoded - before), "unit": "", "target": "0",
+                         "ok": before > 0 and thumbs.n_encoded == before})
+            rows += _click_rows(at, repeats)
+            rows.append(_fragment_row(repeats))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return rows
+
+
+def _print(rows: list[dict]) -> None:
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        verdict = {None: "", True: "ok", False: "TOO SLOW"}[r["ok"]]
+        print(f"{r['name']:<{width}}  {r['value']:>9.1f} {r['unit']:<3} {r['target']:<10} {verdict}")
+
+
+if __name__ == "__main__":
+    _print(run(quick="--quick" in sys.argv[1:]))
