@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     from cifar_mtl.config import ConfigError
+    from cifar_mtl.reviews import ReviewError, SchemaError
     from cifar_mtl.runs import RunError
 
     try:
@@ -79,7 +80,7 @@ def _dispatch(args) -> int:
             from cifar_mtl.jobs import main as jobs_main
 
             return jobs_main(args.rest)
-    except (ConfigError, RunError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, RunError, SchemaError, ReviewError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")

@@ -178,9 +178,10 @@ def make_config(values: dict | None = None, overrides: list[str] | None = None) 
     clean = {}
     for key, value in values.items():
         if key in FIELDS:
-            clean[key] = _check_type(key, value, problems)
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+            before = len(problems)
+            checked = _check_type(key, value, problems)
+            if len(problems) == before:  # a badly typed value is left out of the range checks
+                clean[key] = checked
     config = TrainConfig(**clean)
     _check_ranges(config, problems)
     if problems:

@@ -50,9 +50,10 @@ def build_model(config: TrainConfig):
     if config.image_size != 32:
         x = keras.layers.Resizing(config.image_size, config.image_size, name="resize")(x)
     base = build_backbone(config)
-    # Pretrained weights: BatchNorm stays in inference mode in both stages (the method's
-    # fine-tuning recipe). From scratch, BatchNorm must learn its statistics.
-    x = base(x, training=False if not config.train_from_scratch else None)
+    # No `training=False` here: a functional model passes the outer call's `training`
+    # to every inner layer (keras/src/models/functional.py, operation_fn), overriding
+    # it. BatchNorm's inference mode while fine-tuning comes from `set_stage` instead.
+    x = base(x)
     pool = keras.layers.GlobalAveragePooling2D if config.pooling == "avg" else keras.layers.GlobalMaxPooling2D
     x = pool(name="pool")(x)
     x = keras.layers.Dropout(config.dropout, name="dropout")(x)
@@ -72,12 +73,14 @@ def _block_id(layer_name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def set_stage(model, stage: str, finetune_blocks: int | None = None) -> None:
+def set_stage(model, stage: str, finetune_blocks: int | None = None, freeze_batchnorm: bool = True) -> None:
     """Make the right weights trainable for a stage; recompile afterwards.
 
     "frozen": the backbone is frozen, only the heads train.
     "finetune": the whole backbone trains, or only its top `finetune_blocks` blocks
-    (plus the final 1x1 conv and its BatchNorm).
+    (plus the final 1x1 conv). With `freeze_batchnorm` (pretrained weights), every
+    BatchNormalization layer stays frozen, which in Keras 3 also means inference
+    mode; from scratch (`freeze_batchnorm=False`) BatchNorm learns its statistics.
     """
     base = backbone(model)
     if stage == "frozen":
@@ -86,14 +89,22 @@ def set_stage(model, stage: str, finetune_blocks: int | None = None) -> None:
     if stage != "finetune":
         raise ValueError(f"unknown stage {stage!r}; expected 'frozen' or 'finetune'")
     base.trainable = True
-    if finetune_blocks is None:
-        return
+    top = _top_blocks(base, finetune_blocks)
+    for layer in base.layers:
+        block = _block_id(layer.name)
+        if top is not None:
+            layer.trainable = (block in top) if block else layer.name.startswith("top_")
+        if freeze_batchnorm and layer.__class__.__name__ == "BatchNormalization":
+            layer.trainable = False
+
+
+def _top_blocks(base, n: int | None) -> set[str] | None:
+    """Ids of the last `n` blocks (e.g. {"block6h", "block6g"}), or None for all."""
+    if n is None:
+        return None
     blocks = []
     for layer in base.layers:
         block = _block_id(layer.name)
         if block and block not in blocks:
             blocks.append(block)
-    top = set(blocks[-finetune_blocks:])
-    for layer in base.layers:
-        block = _block_id(layer.name)
-        layer.trainable = (block in top) if block else layer.name.startswith("top_")
+    return set(blocks[-n:])

@@ -70,7 +70,8 @@ def predictions_table(
         }
     )
     if animal_prob is None:
-        df["animal_prob"] = pd.array([pd.NA] * n, dtype="Float32")
+        # NaN in memory; pyarrow writes NaN floats from pandas as parquet nulls.
+        df["animal_prob"] = np.full(n, np.nan, dtype=np.float32)
     else:
         df["animal_prob"] = np.asarray(animal_prob, dtype=np.float32).reshape(-1)
     return df
@@ -106,10 +107,7 @@ def validate_predictions(df: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("; ".join(problems))
     out = df[list(SCHEMA)].copy()
     for col, dtype in SCHEMA.items():
-        if col == "animal_prob":
-            out[col] = out[col].astype("Float32")
-        else:
-            out[col] = out[col].astype(dtype)
+        out[col] = out[col].astype(dtype)
     return out.reset_index(drop=True)
 
 
@@ -177,7 +175,7 @@ def summary_metrics(df: pd.DataFrame) -> dict:
         "joint_accuracy": None,
     }
     if is_multitask(df):
-        a = df["animal_prob"].to_numpy(dtype=np.float64, na_value=np.nan)
+        a = df["animal_prob"].to_numpy(dtype=np.float64)
         out["animal_accuracy"] = float(((a >= 0.5) == IS_ANIMAL[labels]).mean())
         joint = joint_prediction(probabilities(df), a)
         out["joint_accuracy"] = float((joint == labels).mean())

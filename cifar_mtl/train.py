@@ -347,7 +347,7 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _Cance
     done = 0
     for stage, epochs, lr in plan:
         cancel.check()
-        set_stage(model, stage, config.finetune_blocks)
+        set_stage(model, stage, config.finetune_blocks, freeze_batchnorm=not config.train_from_scratch)
         with strategy.scope():
             # Trainable weights are fixed at compile(): recompile after changing them.
             _compile(model, config, lr, epochs * steps, int(config.warmup_epochs * steps))

@@ -1,0 +1,130 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from cifar_mtl import data
+from cifar_mtl.data import DataError, load_cifar10, load_test_set, stratified_split
+from cifar_mtl.synthetic import fake_images, write_fake_cifar
+
+
+def test_folder_source_matches_what_was_written(tmp_path):
+    folder = write_fake_cifar(tmp_path, n_train_per_batch=20, n_test=30, seed=3)
+    ds = load_cifar10(str(folder))
+    assert ds.x_train.shape == (100, 32, 32, 3) and ds.x_train.dtype == np.uint8
+    assert ds.y_train.shape == (100,) and ds.y_test.shape == (30,)
+    # the official row layout is R, G, B planes: reading must give back the images
+    np.testing.assert_array_equal(ds.x_test, fake_images(np.arange(30) % 10, seed=3 * 100 + 99))
+    assert set(np.unique(ds.y_train)) == set(range(10))
+
+
+def test_parent_folder_and_tarball_give_the_same_data(tmp_path):
+    tar = write_fake_cifar(tmp_path, tar=True)
+    a = load_cifar10(str(tmp_path))  # folder that holds cifar-10-batches-py
+    b = load_cifar10(str(tar))
+    assert a.fingerprint == b.fingerprint
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+
+
+def test_cifar10_dir_variable_is_the_default_source(tmp_path, monkeypatch):
+    folder = write_fake_cifar(tmp_path)
+    monkeypatch.setenv("CIFAR10_DIR", str(folder))
+    x, y = load_test_set()
+    assert x.shape == (20, 32, 32, 3)
+
+
+def test_no_source_and_no_download_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    monkeypatch.setattr(data, "KERAS_CACHE", tmp_path / "nothing")
+    with pytest.raises(DataError, match="set CIFAR10_DIR"):
+        load_test_set(allow_download=False)
+
+
+def test_missing_file_is_named(tmp_path):
+    folder = write_fake_cifar(tmp_path)
+    os.remove(folder / "data_batch_3")
+    with pytest.raises(DataError, match="data_batch_3: missing"):
+        load_cifar10(str(folder))
+
+
+def test_missing_path_is_named(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_cifar10(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds neither"):
+        load_cifar10(str(tmp_path / "empty"))
+
+
+def test_truncated_batch_is_named(tmp_path):
+    folder = write_fake_cifar(tmp_path)
+    raw = (folder / "test_batch").read_bytes()
+    (folder / "test_batch").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="test_batch: cannot be read.*truncated"):
+        load_test_set(str(folder))
+
+
+def test_truncated_tarball_is_named(tmp_path):
+    tar = write_fake_cifar(tmp_path, tar=True)
+    raw = tar.read_bytes()
+    tar.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="cifar-10-python.tar.gz"):
+        load_cifar10(str(tar))
+
+
+def test_foreign_batch_is_refused(tmp_path):
+    folder = write_fake_cifar(tmp_path)
+    with open(folder / "test_batch", "wb") as f:  # a CIFAR-100 style batch
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [1, 2]}, f)
+    with pytest.raises(DataError, match="CIFAR-100"):
+        load_test_set(str(folder))
+
+
+@pytest.mark.parametrize(
+    "batch, message",
+    [
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 12]}, "labels range 1..12"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1]}, "1 labels for 2 images"),
+        ({b"data": np.zeros((2, 100), np.uint8), b"labels": [1, 2]}, "expected uint8 \\(N, 3072\\)"),
+        ([1, 2, 3], "expected a pickled dict"),
+    ],
+)
+def test_bad_batch_contents(tmp_path, batch, message):
+    folder = write_fake_cifar(tmp_path)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch, f)
+    with pytest.raises(DataError, match=message):
+        load_test_set(str(folder))
+
+
+def test_stratified_split_is_seeded_and_balanced():
+    labels = np.repeat(np.arange(10), 100)
+    train, val = stratified_split(labels, 0.1, seed=1)
+    assert len(val) == 100 and np.all(np.bincount(labels[val]) == 10)
+    assert not set(train) & set(val) and len(train) == 900
+    again, _ = stratified_split(labels, 0.1, seed=1)
+    other, _ = stratified_split(labels, 0.1, seed=2)
+    np.testing.assert_array_equal(train, again)
+    assert not np.array_equal(train, other)
+    sub, val2 = stratified_split(labels, 0.1, seed=1, subset=300)
+    assert len(sub) == 300 and np.all(np.bincount(labels[sub]) == 30)
+    np.testing.assert_array_equal(val, val2)  # the subset never changes the validation set
+
+
+def test_dataset_batches_and_targets(tmp_path):
+    from cifar_mtl.augment import build_augmenter
+    from cifar_mtl.losses import make_targets
+
+    labels = np.arange(20) % 10
+    x = fake_images(labels)
+    ds = data.make_dataset(x, make_targets(labels, 0.1, None, True), 8, True, build_augmenter("flip_translate"))
+    xb, yb = next(iter(ds))
+    assert xb.shape == (8, 32, 32, 3) and xb.dtype.name == "float32"
+    assert float(np.max(xb)) <= 255.0 and yb["class"].shape == (8, 10) and yb["animal"].shape == (8, 1)
+
+
+@pytest.mark.skipif(not os.environ.get("CIFAR10_DIR"), reason="CIFAR10_DIR is not set (real CIFAR-10 not available)")
+def test_real_cifar10():
+    ds = load_cifar10()
+    assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
+    assert np.all(np.bincount(ds.y_test) == 1000) and np.all(np.bincount(ds.y_train) == 5000)

@@ -1,0 +1,169 @@
+"""End-to-end training on a few dozen generated images in the official format."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cifar_mtl import runs
+from cifar_mtl.predictions import SCHEMA
+from cifar_mtl.synthetic import write_fake_cifar
+
+TINY = {"finetune_epochs": 2, "batch_size": 16, "augment": "cutmix", "progress_interval": 0.2, "val_split": 0.1}
+
+
+def _cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "cifar_mtl", *args], env=env, capture_output=True, text=True, **kw)
+
+
+def _env(home, data_dir=None):
+    env = dict(os.environ, CIFAR_MTL_HOME=str(home), TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("CIFAR10_DIR", None)
+    if data_dir:
+        env["CIFAR10_DIR"] = str(data_dir)
+    return env
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One multitask run trained in this process; several tests read its folder."""
+    from cifar_mtl.config import make_config
+    from cifar_mtl.train import train
+
+    root = tmp_path_factory.mktemp("train")
+    data_dir = write_fake_cifar(root / "data", n_train_per_batch=20, n_test=30)
+    home = root / "home"
+    metrics = train(make_config({**TINY, "data_dir": str(data_dir)}), "tiny", home_dir=home)
+    return home, runs.run_dir("tiny", home), metrics
+
+
+def test_run_folder_is_complete(tiny_run):
+    home, folder, metrics = tiny_run
+    for name in ["config.json", "status.json", "progress.json", "history.csv", "train.log", "model.keras",
+                 "predictions.parquet", "metrics.json"]:
+        assert (folder / name).is_file(), name
+    assert not list(folder.glob("*.tmp")) and not (folder / "checkpoint.weights.h5").exists()
+    status = json.loads((folder / "status.json").read_text())
+    assert status["state"] == "succeeded" and status["error"] is None and status["pid"] == os.getpid()
+    listed = runs.list_runs(home)
+    assert listed.loc[0, "run_id"] == "tiny" and listed.loc[0, "complete"]
+
+
+def test_predictions_match_the_schema(tiny_run):
+    home, folder, metrics = tiny_run
+    raw = pd.read_parquet(folder / "predictions.parquet")
+    assert list(raw.columns) == list(SCHEMA)
+    for col, dtype in SCHEMA.items():
+        assert raw[col].dtype.kind == np.dtype(dtype).kind, col
+    assert len(raw) == 30 and raw["index"].tolist() == list(range(30))
+    probs = raw[[f"prob_{k}" for k in range(10)]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+    assert raw["animal_prob"].between(0, 1).all()
+    assert (raw["correct"] == (raw["pred"] == raw["label"])).all()
+
+
+def test_metrics_and_history(tiny_run):
+    home, folder, metrics = tiny_run
+    saved = json.loads((folder / "metrics.json").read_text())
+    for key in ["accuracy", "per_class_accuracy", "cross_group_errors", "animal_accuracy", "joint_accuracy",
+                "expected_calibration_error", "n_test", "seconds", "variant", "label_smoothing", "versions",
+                "data_fingerprint", "git_commit"]:
+        assert key in saved, key
+    assert saved["n_test"] == 30 and saved["variant"] == "multitask" and saved["label_smoothing"] == 0.1
+    assert 0.0 <= saved["accuracy"] <= 1.0 and saved["versions"]["keras"].startswith("3.")
+    history = pd.read_csv(folder / "history.csv")
+    assert history["stage"].tolist() == ["finetune", "finetune"] and history["epoch"].tolist() == [1, 2]
+    assert {"class_accuracy", "animal_accuracy", "val_class_accuracy", "val_animal_loss"} <= set(history.columns)
+    progress = json.loads((folder / "progress.json").read_text())
+    assert progress["stage"] == "finetune" and progress["epoch"] == 2 and progress["step"] == progress["steps"]
+
+
+def test_existing_run_id_is_refused(tiny_run):
+    from cifar_mtl.config import make_config
+    from cifar_mtl.train import train
+
+    home, folder, _ = tiny_run
+    with pytest.raises(FileExistsError, match="already exists"):
+        train(make_config(TINY), "tiny", home_dir=home)
+
+
+def test_predict_command_rewrites_predictions(tiny_run):
+    home, folder, metrics = tiny_run
+    before = pd.read_parquet(folder / "predictions.parquet")
+    (folder / "predictions.parquet").unlink()
+    result = _cli("predict", "--run", "tiny", env=_env(home), timeout=300)
+    assert result.returncode == 0, result.stderr
+    after = pd.read_parquet(folder / "predictions.parquet")
+    np.testing.assert_allclose(after["prob_3"], before["prob_3"], rtol=1e-4, atol=1e-6)
+
+
+def test_cli_single_task_run_and_runs_table(tmp_path):
+    data_dir = write_fake_cifar(tmp_path / "data")
+    config = tmp_path / "single.json"
+    config.write_text(json.dumps({**TINY, "finetune_epochs": 1, "augment": "flip_translate"}))
+    env = _env(tmp_path / "home", data_dir)
+    result = _cli("train", "--config", str(config), "--set", "variant=single", "--run-id", "one", env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test accuracy" in result.stdout
+    table = pd.read_parquet(tmp_path / "home/runs/one/predictions.parquet")
+    assert table["animal_prob"].isna().all()
+    metrics = json.loads((tmp_path / "home/runs/one/metrics.json").read_text())
+    assert metrics["variant"] == "single" and metrics["animal_accuracy"] is None
+    listing = _cli("runs", env=env, timeout=120)
+    assert listing.returncode == 0 and "one" in listing.stdout and "succeeded" in listing.stdout
+
+
+def test_failing_run_records_the_error(tmp_path):
+    env = _env(tmp_path / "home")
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({**TINY, "data_dir": str(tmp_path / "no-such-data")}))
+    result = _cli("train", "--config", str(config), "--run-id", "bad", env=env, timeout=300)
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr
+    status = json.loads((tmp_path / "home/runs/bad/status.json").read_text())
+    assert status["state"] == "failed" and "no-such-data" in status["error"]
+    assert not (tmp_path / "home/runs/bad/metrics.json").exists()
+
+
+def test_invalid_config_exits_2_without_a_run(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"batch_size": -1, "colour": "red"}))
+    result = _cli("train", "--config", str(config), "--run-id", "x", env=_env(tmp_path / "home"), timeout=120)
+    assert result.returncode == 2
+    assert "batch_size" in result.stderr and "colour: unknown key" in result.stderr
+    assert not (tmp_path / "home/runs/x").exists()
+
+
+def test_bad_run_id_is_refused(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text("{}")
+    result = _cli("train", "--config", str(config), "--run-id", "../escape", env=_env(tmp_path / "home"), timeout=120)
+    assert result.returncode == 1 and "invalid run id" in result.stderr
+
+
+def test_sigterm_cancels_after_the_current_step(tmp_path):
+    data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=200, n_test=10)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({**TINY, "finetune_epochs": 50, "batch_size": 8, "augment": "none"}))
+    home = tmp_path / "home"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cifar_mtl", "train", "--config", str(config), "--run-id", "c"],
+        env=_env(home, data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    progress = home / "runs/c/progress.json"
+    deadline = time.time() + 400
+    while not progress.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert progress.exists(), "training never reported progress"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    status = json.loads((home / "runs/c/status.json").read_text())
+    assert status["state"] == "cancelled" and status["finished_at"]
+    assert not (home / "runs/c/metrics.json").exists()
