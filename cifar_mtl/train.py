@@ -89,12 +89,21 @@ class _Log:
 
 
 def _float_logs(logs) -> dict:
+    """Keras logs as floats, with one naming for both variants.
+
+    A single-output model logs `accuracy` and `loss` where a multitask one logs
+    `class_accuracy` and `class_loss`; history.csv and progress.json use the latter.
+    """
     out = {}
     for key, value in (logs or {}).items():
         try:
             out[key] = float(value)
         except (TypeError, ValueError):
             pass
+    for prefix in ("", "val_"):
+        if f"{prefix}accuracy" in out and f"{prefix}class_accuracy" not in out:
+            out[f"{prefix}class_accuracy"] = out.pop(f"{prefix}accuracy")
+            out.setdefault(f"{prefix}class_loss", out.get(f"{prefix}loss"))
     return out
 
 
@@ -157,7 +166,7 @@ def _make_callback(folder: Path, plan: list[tuple[str, int]], steps: int, interv
             self.history_rows.append(row)
             _write_history(folder / runs.HISTORY_FILE, self.history_rows)
             self.write_progress(steps, logs)
-            score = logs.get("val_class_accuracy", logs.get("val_accuracy"))
+            score = logs.get("val_class_accuracy")
             if score is not None and score > self.best:
                 self.best = score
                 self.model.save_weights(folder / CHECKPOINT_FILE)

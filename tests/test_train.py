@@ -115,6 +115,8 @@ def test_cli_single_task_run_and_runs_table(tmp_path):
     assert table["animal_prob"].isna().all()
     metrics = json.loads((tmp_path / "home/runs/one/metrics.json").read_text())
     assert metrics["variant"] == "single" and metrics["animal_accuracy"] is None
+    history = pd.read_csv(tmp_path / "home/runs/one/history.csv")
+    assert {"class_accuracy", "class_loss", "val_class_accuracy"} <= set(history.columns)  # same names as multitask
     listing = _cli("runs", env=env, timeout=120)
     assert listing.returncode == 0 and "one" in listing.stdout and "succeeded" in listing.stdout
 
