@@ -18,6 +18,7 @@ TensorFlow is never imported here.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 import traceback
@@ -291,25 +292,60 @@ def keep_valid(key: str, options: list, default=None) -> None:
         st.session_state[key] = default
 
 
+URL_KEYS = (RUN_KEY, REVIEWER_KEY)
+
+
+def _kept(key: str) -> str:
+    return f"_kept_{key}"
+
+
+def restore_from_url() -> None:
+    """Give the run and reviewer widgets their values back before they are drawn.
+
+    After a page switch the browser reports the sidebar widgets as new, with empty
+    values, and a reload starts a new session; so the values are kept twice: in a
+    plain session key, and in the page address for reloads and bookmarks.
+    """
+    for key in URL_KEYS:
+        if key in st.session_state:
+            value = st.session_state[key]
+        else:
+            value = st.session_state.get(_kept(key)) or st.query_params.get(key)
+        if value is not None:
+            # Assigning before the widget is drawn makes the widget take this value,
+            # even where a page switch made it a new widget.
+            st.session_state[key] = value
+
+
+def remember_in_url() -> None:
+    """Keep the run and reviewer (see `restore_from_url`); done on every run, since
+    following a navigation link drops the address's query."""
+    for key in URL_KEYS:
+        value = st.session_state.get(key)
+        st.session_state[_kept(key)] = value
+        if value and st.query_params.get(key) != value:
+            st.query_params[key] = value
+        elif not value and key in st.query_params:
+            del st.query_params[key]
+
+
 def sidebar(table: pd.DataFrame) -> None:
     """Run under review, reviewer name, problem runs and data locations, in the sidebar.
 
-    The run and the reviewer are bound to the URL (`?run_id=...&reviewer=...`), so a
-    reload or a bookmark keeps them for the browser session.
+    The run and the reviewer are asked once per browser session and kept in the page
+    address (`?run_id=...&reviewer=...`), so a reload keeps them too.
     """
     ids = complete_run_ids(table)
+    restore_from_url()
     with st.sidebar:
         if ids:
             keep_valid(RUN_KEY, ids)
-            st.selectbox(
-                "Run under review", ids, key=RUN_KEY, format_func=run_label(table), bind="query-params"
-            )
+            st.selectbox("Run under review", ids, key=RUN_KEY, format_func=run_label(table))
         else:
             st.caption("No complete run yet.")
         st.text_input(
             "Your name (reviewer)",
             key=REVIEWER_KEY,
-            bind="query-params",
             placeholder="e.g. ada",
             help="Asked once; kept in the page address for this browser session.",
         )
@@ -323,6 +359,7 @@ def sidebar(table: pd.DataFrame) -> None:
                     st.caption(f"**{row.run_id}** ({row.state or 'no status'}): {row.problem}")
         st.caption(f"Artifacts: `{runs.home().resolve()}`")
         st.caption(f"Test images: {data_source_text()}")
+    remember_in_url()
 
 
 def current_run(table: pd.DataFrame | None = None) -> str | None:
@@ -388,7 +425,7 @@ def set_filter(prefix: str, **values) -> None:
         st.session_state[filter_key(prefix, name)] = value
 
 
-def filter_controls(categories: list[str], *, prefix: str, columns: int = 4) -> None:
+def filter_controls(categories: list[str], *, prefix: str, columns: int = 3) -> None:
     """The error filters of `analysis.error_table`, drawn on one page.
 
     A widget's state belongs to its page, so each page draws its own copies (keys
@@ -403,17 +440,16 @@ def filter_controls(categories: list[str], *, prefix: str, columns: int = 4) -> 
         st.session_state.setdefault(filter_key(prefix, name), value)
     k = functools.partial(filter_key, prefix)
     classes = [ANY, *range(NUM_CLASSES)]
-    c = st.columns(columns)
-    c[0].selectbox("True class", classes, key=k("true"), format_func=class_option)
-    c[1].selectbox("Predicted class", classes, key=k("pred"), format_func=class_option)
-    c[2].slider("Confidence", 0.0, 1.0, key=k("confidence"), step=0.05)
-    c[3].selectbox("Sort by", list(SORT_LABELS), key=k("sort"), format_func=SORT_LABELS.get)
-    c = st.columns(columns)
-    c[0].selectbox("Reviewed", [ANY, "tagged", "untagged"], key=k("reviewed"))
-    c[1].selectbox("Category", [ANY, *categories], key=k("category"))
-    c[2].toggle("Animal/vehicle mix-ups only", key=k("cross"))
-    c[2].toggle("Only my tags count", key=k("mine"))
-    c[3].toggle("Descending", key=k("descending"))
+    cells = itertools.cycle(st.columns(columns))  # filled row by row
+    next(cells).selectbox("True class", classes, key=k("true"), format_func=class_option)
+    next(cells).selectbox("Predicted class", classes, key=k("pred"), format_func=class_option)
+    next(cells).selectbox("Reviewed", [ANY, "tagged", "untagged"], key=k("reviewed"))
+    next(cells).selectbox("Category", [ANY, *categories], key=k("category"))
+    next(cells).selectbox("Sort by", list(SORT_LABELS), key=k("sort"), format_func=SORT_LABELS.get)
+    next(cells).slider("Confidence", 0.0, 1.0, key=k("confidence"), step=0.05)
+    next(cells).toggle("Descending", key=k("descending"))
+    next(cells).toggle("Animal/vehicle mix-ups only", key=k("cross"))
+    next(cells).toggle("Only my tags count", key=k("mine"))
     for name in shared:
         shared[name] = st.session_state[filter_key(prefix, name)]
 
@@ -506,11 +542,12 @@ def thumbnail_grid(rows: pd.DataFrame, thumbs: Thumbnails | None, *, columns: in
 
 
 def confusion_figure(cm: pd.DataFrame, *, hide_diagonal: bool = True, title: str | None = None,
-                     diverging: bool = False) -> go.Figure:
+                     diverging: bool = False, height: int = 460) -> go.Figure:
     """Heatmap of a 10x10 confusion table (rows true, columns predicted), clickable per cell.
 
     Plotly heatmaps do not report clicks as selections, so each cell also carries an
-    invisible marker; `cell_from_selection` reads the clicked one back.
+    invisible marker (which also gives the hover text); `cell_from_selection` reads
+    the clicked one back.
     """
     z = cm.to_numpy(dtype=float).copy()
     if hide_diagonal:
@@ -519,20 +556,18 @@ def confusion_figure(cm: pd.DataFrame, *, hide_diagonal: bool = True, title: str
     true_names = list(cm.index)
     heat = go.Heatmap(
         z=z, x=names, y=true_names, colorscale="RdBu_r" if diverging else "Blues",
-        zmid=0 if diverging else None, hoverongaps=False,
-        hovertemplate="true %{y} → predicted %{x}: %{z}<extra></extra>",
-        texttemplate="%{z:.0f}", colorbar={"thickness": 12},
+        zmid=0 if diverging else None, hoverinfo="skip", texttemplate="%{z:.0f}", colorbar={"thickness": 12},
     )
     xs, ys = np.meshgrid(np.arange(len(names)), np.arange(len(true_names)))
     cells = go.Scatter(
         x=[names[i] for i in xs.ravel()], y=[true_names[j] for j in ys.ravel()],
-        customdata=np.stack([ys.ravel(), xs.ravel()], axis=1),
+        text=cm.to_numpy().ravel(),
         mode="markers", marker={"size": 28, "opacity": 0.0, "symbol": "square"},
-        hoverinfo="skip", showlegend=False,
+        hovertemplate="true %{y} → predicted %{x}: %{text}<extra></extra>", showlegend=False,
     )
     fig = go.Figure([heat, cells])
     fig.update_layout(
-        title=title, height=460, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        title=title, height=height, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
         xaxis={"title": "predicted", "side": "bottom"},
         yaxis={"title": "true", "autorange": "reversed"},
         clickmode="event+select", dragmode=False,
@@ -541,15 +576,16 @@ def confusion_figure(cm: pd.DataFrame, *, hide_diagonal: bool = True, title: str
 
 
 def cell_from_selection(state) -> tuple[int, int] | None:
-    """(true class, predicted class) of the clicked confusion cell, from a plotly_chart state."""
-    if not state:
+    """(true class, predicted class) of the clicked confusion cell, from a plotly_chart state.
+
+    A click selects the cell's marker; its x is the predicted and its y the true class
+    name. Anything else (no click, a click elsewhere) gives None.
+    """
+    try:
+        points = state["selection"]["points"]
+    except (KeyError, TypeError):
         return None
-    selection = state.get("selection") if hasattr(state, "get") else getattr(state, "selection", None)
-    points = (selection or {}).get("points") or []
-    for point in points:
-        data = point.get("customdata")
-        if data is not None and len(data) == 2:
-            return int(data[0]), int(data[1])
+    for point in points or []:
         x, y = point.get("x"), point.get("y")
         if x in CLASS_NAMES and y in CLASS_NAMES:
             return CLASS_NAMES.index(y), CLASS_NAMES.index(x)

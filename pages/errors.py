@@ -34,12 +34,15 @@ def show_cell() -> None:
 
 
 with st.expander("Filters and confusion matrix", expanded=True, icon=":material/filter_alt:"):
-    ui.filter_controls(categories, prefix="err")
-    st.caption("Click a cell to see those images (the diagonal, correct answers, is left blank).")
-    st.plotly_chart(
-        ui.confusion_figure(analysis.confusion_matrix(preds)), key=CHART_KEY,
-        on_select=show_cell, selection_mode="points",
-    )
+    controls, matrix = st.columns([1, 1], gap="medium")
+    with controls:
+        ui.filter_controls(categories, prefix="err", columns=2)
+    with matrix:
+        st.plotly_chart(
+            ui.confusion_figure(analysis.confusion_matrix(preds), height=360), key=CHART_KEY,
+            on_select=show_cell, selection_mode="points",
+        )
+        st.caption("Click a cell to see those images (the diagonal, correct answers, is left blank).")
 
 kwargs = ui.filter_kwargs()
 try:

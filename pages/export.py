@@ -48,7 +48,7 @@ if use_filters:
         st.stop()
     frame = frame[frame["index"].isin(keep)].reset_index(drop=True)
 
-st.caption(f"{len(frame):,} rows · reviews recorded while reviewing run {run_id}")
+st.caption(f"{len(frame):,} row{'' if len(frame) == 1 else 's'} · reviews recorded while reviewing run {run_id}")
 if frame.empty:
     st.info("No reviewed image matches the filters.", icon=":material/filter_alt_off:")
 st.dataframe(frame.head(500), hide_index=True, width="stretch")

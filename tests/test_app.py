@@ -143,9 +143,13 @@ def test_opening_an_image_shows_its_detail(fx):
 @pytest.mark.parametrize(
     "state, cell",
     [
-        ({"selection": {"points": [{"x": "dog", "y": "cat", "customdata": [3, 5]}]}}, (3, 5)),
-        ({"selection": {"points": [{"x": "truck", "y": "automobile"}]}}, (1, 9)),
+        # the shape Streamlit reports for a click on the marker of cell (ship, truck)
+        ({"selection": {"points": [{"curve_number": 1, "point_index": 89, "x": "truck", "y": "ship",
+                                    "customdata": {"0": 8, "1": 9}, "text": 4}], "box": [], "lasso": []}}, (8, 9)),
+        ({"selection": {"points": [{"x": "dog", "y": "cat"}]}}, (3, 5)),
+        ({"selection": {"points": [{"x": 0.4, "y": 2}]}}, None),
         ({"selection": {"points": []}}, None),
+        ({}, None),
         (None, None),
     ],
 )
