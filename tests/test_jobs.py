@@ -1,0 +1,302 @@
+"""The retrain job runner: real tiny trainings where the behaviour needs one, a fake
+worker only where a real one cannot show it (a worker that ignores SIGTERM)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cifar_mtl import jobs
+from cifar_mtl.config import ConfigError
+from cifar_mtl.jobs import JobRunner, config_problems, main, progress_fraction, progress_summary, worker_alive
+from cifar_mtl.runs import list_runs, run_dir
+from cifar_mtl.synthetic import make_fake_run
+
+TIMEOUT_S = 900  # tiny trainings share two cores with other people's work
+
+
+def tiny(data_dir, **extra) -> dict:
+    return {"data_dir": str(data_dir), "finetune_epochs": 1, "batch_size": 16, "val_split": 0.1,
+            "augment": "none", "progress_interval": 0.5, **extra}
+
+
+def wait_for(predicate, timeout=TIMEOUT_S, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status_json(home, run_id) -> dict:
+    return json.loads((run_dir(run_id, home) / "status.json").read_text())
+
+
+@pytest.fixture
+def runner(home):
+    r = JobRunner(home)
+    yield r
+    # Leave no worker or supervisor behind, whatever the test did.
+    for job_id in r.list_jobs(refresh=False).query("state in ['queued', 'running']")["id"]:
+        r.cancel(int(job_id), grace=2)
+    wait_for(lambda: not r.supervisor_running(), timeout=30, what="the supervisor to exit")
+
+
+# --- fast: validation, bookkeeping, reconciling ------------------------------------------
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a;rm -rf", "$(touch pwned)", "x/../../y", "", " lead"])
+def test_path_tricks_and_shell_metacharacters_in_run_ids_are_refused(home, run_id):
+    r = JobRunner(home, autostart=False)
+    if run_id == "":
+        job_id = r.submit({"name": "ok"}, run_id=run_id)  # empty means "make one up"
+        assert r.get(job_id, refresh=False)["run_id"].startswith("ok-")
+        return
+    with pytest.raises(ValueError, match="invalid run id"):
+        r.submit({}, run_id=run_id)
+    assert r.list_jobs(refresh=False).empty
+    assert not (home / "x").exists() and not (home.parent / "y").exists()
+
+
+def test_bad_configs_are_refused_before_anything_is_stored(home):
+    r = JobRunner(home, autostart=False)
+    with pytest.raises(ConfigError) as err:
+        r.submit({"name": "a;rm -rf /", "label_smoothing": 1.5, "weights": "/no/such.h5"})
+    assert "name" in str(err.value) and "label_smoothing" in str(err.value) and "weights" in str(err.value)
+    with pytest.raises(ConfigError, match="unknown key"):
+        r.submit({"epochs": 3})
+    assert r.list_jobs(refresh=False).empty
+    assert not (home / "runs").exists()
+
+
+def test_run_id_already_used_by_a_job_or_a_run_is_refused(home):
+    r = JobRunner(home, autostart=False)
+    r.submit({}, run_id="taken")
+    with pytest.raises(ValueError, match="already used by a job"):
+        r.submit({}, run_id="taken")
+    make_fake_run("existing", home, n=20)
+    with pytest.raises(ValueError, match="already used by a run folder"):
+        r.submit({}, run_id="existing")
+    assert len(r.list_jobs(refresh=False)) == 1
+
+
+def test_queued_job_is_listed_and_cancelled_at_once(home):
+    r = JobRunner(home, autostart=False)
+    job_id = r.submit({"finetune_epochs": 2}, run_id="waiting", submitted_by="ana")
+    df = r.list_jobs()
+    assert list(df.columns) == jobs.JOB_COLUMNS
+    assert df.loc[0, "state"] == "queued" and df.loc[0, "run_id"] == "waiting"
+    job = r.get(job_id)
+    assert job["config"]["finetune_epochs"] == 2 and job["submitted_by"] == "ana"
+    assert job["progress"] is None and job["log_tail"] == "" and r.logs(job_id) == ""
+    assert r.cancel(job_id) == "cancelled"
+    assert r.get(job_id)["state"] == "cancelled"
+    assert r.cancel(job_id) == "cancelled"  # cancelling again changes nothing
+    assert not run_dir("waiting", home).exists()
+
+
+def test_unknown_job_is_a_clear_error(home):
+    r = JobRunner(home, autostart=False)
+    with pytest.raises(jobs.JobError, match="no job 41"):
+        r.get(41)
+
+
+def test_demo_queues_both_variants(home):
+    r = JobRunner(home, autostart=False)
+    ids = r.submit_demo({"train_subset": 100, "finetune_epochs": 1})
+    variants = [r.get(i, refresh=False)["config"]["variant"] for i in ids]
+    assert variants == ["single", "multitask"]
+    assert all(r.get(i, refresh=False)["config"]["train_subset"] == 100 for i in ids)
+
+
+def _insert_running(r: JobRunner, run_id: str, pid: int, pid_start, boot_id) -> int:
+    job_id = r.submit({}, run_id=run_id)
+    assert r._update(job_id, "queued", state="running", started_at=jobs.now_iso(), pid=pid,
+                     pid_start=pid_start, boot_id=boot_id)
+    run_dir(run_id, r.home).mkdir(parents=True)
+    return job_id
+
+
+def test_worker_alive_rejects_reused_pids_and_other_boots():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "run-x"])
+    try:
+        start = jobs._process_start(proc.pid)
+        boot = jobs._boot_id()
+        wait_for(lambda: b"run-x" in open(f"/proc/{proc.pid}/cmdline", "rb").read(), 10, "exec")
+        assert worker_alive(proc.pid, start, boot, "run-x")
+        assert not worker_alive(proc.pid, start + 1, boot, "run-x")  # same pid, another process
+        assert not worker_alive(proc.pid, start, "another-boot", "run-x")  # machine restarted
+        assert not worker_alive(proc.pid, start, boot, "run-y")  # not this job's worker
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not worker_alive(proc.pid, start, boot, "run-x")
+
+
+def test_dead_worker_is_failed_with_reason_as_soon_as_anyone_looks(home):
+    r = JobRunner(home, autostart=False)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    job_id = _insert_running(r, "vanished", gone.pid, 1, jobs._boot_id())
+    (run_dir("vanished", home) / "train.log").write_text("epoch 1/3 step 4\n")
+    job = r.get(job_id)
+    assert job["state"] == "failed"
+    assert "gone" in job["error"] and "epoch 1/3 step 4" in job["error"]
+    assert status_json(home, "vanished")["state"] == "failed"  # the run says so too
+
+
+def test_pid_now_used_by_another_process_is_not_taken_for_the_worker(home):
+    r = JobRunner(home, autostart=False)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        job_id = _insert_running(r, "reused", other.pid, jobs._process_start(other.pid), jobs._boot_id())
+        assert r.get(job_id)["state"] == "failed"
+        assert other.poll() is None  # and nobody signalled the stranger
+        assert r.cancel(job_id) == "failed"
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_finished_run_state_wins_over_a_missing_worker(home):
+    r = JobRunner(home, autostart=False)
+    job_id = _insert_running(r, "done-run", 2**22 + 7, None, None)
+    jobs.write_status(run_dir("done-run", home), "succeeded")
+    assert r.get(job_id)["state"] == "succeeded"
+
+
+def test_config_problems_are_filed_under_their_fields():
+    problems = config_problems({"label_smoothing": 1.5, "name": "a b", "batch_size": 0})
+    assert set(problems) == {"label_smoothing", "name", "batch_size"}
+    assert "[0, 1)" in problems["label_smoothing"]
+    assert config_problems({"seed": "x"}) == {"seed": "expected a whole number, got 'x'"}
+    assert "unknown key" in config_problems({"bogus": 1})[""]
+    assert config_problems({"variant": "single"}) == {}
+
+
+def test_clone_values_keep_known_keys_of_the_run(home):
+    make_fake_run("old", home, n=20, variant="single", label_smoothing=0.2)
+    values = jobs.clone_values("old", home)
+    assert values["variant"] == "single" and values["label_smoothing"] == 0.2
+    assert "synthetic" not in values and values["batch_size"] == 64  # defaults fill the rest
+    assert config_problems(values) == {}
+
+
+def test_progress_helpers():
+    p = {"stage": "finetune", "epoch": 2, "epochs": 3, "step": 5, "steps": 10, "eta_seconds": 65}
+    assert progress_fraction(p) == pytest.approx(15 / 30)
+    assert progress_fraction({**p, "steps_done": 3, "steps_total": 4}) == 0.75
+    assert progress_fraction(None) == 0.0
+    assert progress_summary(p) == "finetune, epoch 2/3, step 5/10, ETA 1m05s"
+    assert progress_summary(None) == "no progress yet"
+
+
+# --- real workers --------------------------------------------------------------------------
+
+
+def test_tiny_job_queue_restart_success_then_cancel(runner, home, fake_cifar_dir):
+    first = runner.submit(tiny(fake_cifar_dir), run_id="tiny-ok")
+    # Enough training left after the first step that SIGTERM lands mid-training.
+    second = runner.submit(tiny(fake_cifar_dir, variant="single", finetune_epochs=4), run_id="tiny-cancel")
+
+    # refresh=False: only reads the table, so the detached supervisor alone moves the queue.
+    wait_for(lambda: runner.get(first, refresh=False)["state"] == "running", what="job 1 to start")
+    assert runner.get(second, refresh=False)["state"] == "queued"  # limit 1: it waits
+    wait_for(lambda: (runner.get(first, refresh=False)["progress"] or {}).get("step"), what="job 1 progress")
+
+    restarted = JobRunner(home)  # an app restart: a new runner finds the job running
+    job = restarted.get(first)
+    assert job["state"] == "running" and job["pid"] == runner.get(first)["pid"]
+    assert job["progress"]["stage"] == "finetune" and job["progress"]["epochs"] == 1
+    assert restarted.get(second)["state"] == "queued"
+
+    wait_for(lambda: runner.get(first, refresh=False)["state"] != "running", what="job 1 to end")
+    job = runner.get(first)
+    assert job["state"] == "succeeded", job["log_tail"]
+    assert job["error"] is None and job["exit_code"] == 0
+    row = list_runs(home).set_index("run_id").loc["tiny-ok"]
+    assert row["complete"] and row["state"] == "succeeded"
+
+    # The slot is free: the queued job starts without anyone calling the runner.
+    wait_for(lambda: (runner.get(second, refresh=False)["progress"] or {}).get("step"), what="job 2 training")
+    assert runner.cancel(second, grace=120) == "cancelled"
+    job = runner.get(second)
+    assert job["state"] == "cancelled" and "killed" not in (job["error"] or "")
+    status = status_json(home, "tiny-cancel")
+    assert status["state"] == "cancelled" and "SIGTERM" in status["error"]  # written by the trainer
+    assert not (run_dir("tiny-cancel", home) / "metrics.json").exists()
+
+
+def test_worker_killed_with_sigkill_is_reported_failed(runner, home, fake_cifar_dir):
+    job_id = runner.submit(tiny(fake_cifar_dir), run_id="tiny-killed")
+    wait_for(lambda: status_json(home, "tiny-killed").get("state") == "running"
+             if (run_dir("tiny-killed", home) / "status.json").exists() else False, what="the trainer to start")
+    os.killpg(runner.get(job_id, refresh=False)["pid"], signal.SIGKILL)
+    wait_for(lambda: runner.get(job_id, refresh=False)["state"] != "running", what="the supervisor to notice")
+    job = runner.get(job_id)
+    assert job["state"] == "failed" and "SIGKILL" in job["error"]
+    assert job["exit_code"] == -signal.SIGKILL
+    assert status_json(home, "tiny-killed")["state"] == "failed"
+
+
+def test_cli_bad_data_path_with_shell_metacharacters_fails_harmlessly(home, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    data_dir = f"/nonexistent; touch {marker}1 $(touch {marker}2) `touch {marker}3` | touch {marker}4"
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps(tiny(data_dir)))
+    assert main(["submit", "--config", str(config), "--set", "finetune_epochs=x"]) == 2
+    assert main(["submit", "--config", str(config), "--run-id", "$(reboot)"]) == 2
+    assert main(["submit", "--config", str(config), "--run-id", "bad-data"]) == 0
+    job_id = int(capsys.readouterr().out.split()[-1])
+    assert main(["wait", str(job_id), "--timeout", str(TIMEOUT_S)]) == 1
+    assert main(["show", str(job_id)]) == 0
+    out = capsys.readouterr().out
+    assert "failed" in out and "does not exist" in out
+    assert main(["logs", str(job_id)]) == 0 and "does not exist" in capsys.readouterr().out
+    assert main(["list"]) == 0 and "bad-data" in capsys.readouterr().out
+    assert main(["cancel", str(job_id)]) == 1  # already ended: nothing to cancel
+    assert main(["show", "999"]) == 2
+    job = JobRunner(home).get(job_id)
+    assert job["state"] == "failed" and "does not exist" in job["error"]
+    assert not any(marker.with_name(f"pwned{i}").exists() for i in range(1, 5))
+    wait_for(lambda: not JobRunner(home).supervisor_running(), timeout=30, what="the supervisor to exit")
+
+
+# --- a fake worker: one that ignores SIGTERM, which the real trainer never does -------------
+
+FAKE_PYTHON = """#!{python}
+import json, os, signal, sys, time
+args = sys.argv[1:]
+if args[:3] != ["-m", "cifar_mtl", "train"]:  # the supervisor itself runs for real
+    os.execv({python!r}, [{python!r}, *args])
+folder = os.path.join(os.environ["CIFAR_MTL_HOME"], "runs", args[args.index("--run-id") + 1])
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+with open(os.path.join(folder, "status.json"), "w") as f:
+    json.dump({{"state": "running", "pid": os.getpid(), "error": None}}, f)
+print("stubborn worker: ignoring SIGTERM", flush=True)
+while True:
+    time.sleep(0.2)
+"""
+
+
+def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(home, tmp_path):
+    fake = tmp_path / "python-stubborn"
+    fake.write_text(FAKE_PYTHON.format(python=sys.executable))
+    fake.chmod(0o755)
+    r = JobRunner(home, python=str(fake))
+    job_id = r.submit({}, run_id="stubborn")
+    wait_for(lambda: "ignoring SIGTERM" in r.logs(job_id), timeout=60, what="the fake worker")
+    pid = r.get(job_id)["pid"]
+    assert r.cancel(job_id, grace=1.0) == "cancelled"
+    job = r.get(job_id)
+    assert "killed" in job["error"]
+    assert status_json(home, "stubborn")["state"] == "cancelled"
+    assert not worker_alive(pid, job["pid_start"], None, "stubborn")
+    wait_for(lambda: not r.supervisor_running(), timeout=30, what="the supervisor to exit")

@@ -1,0 +1,134 @@
+"""The Retrain page, run on its own with AppTest (no app.py needed)."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cifar_mtl import jobs
+from cifar_mtl.jobs import JobRunner
+from cifar_mtl.runs import atomic_write_json, run_dir
+from cifar_mtl.synthetic import make_fake_run
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "retrain.py")
+TIMEOUT_S = 900  # a worker shares two cores with other people's work
+
+
+def page(**state) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def wait_for(predicate, timeout=TIMEOUT_S, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def runner(home):
+    r = JobRunner(home, autostart=False)
+    yield r
+    for job_id in r.list_jobs(refresh=False).query("state in ['queued', 'running']")["id"]:
+        r.cancel(int(job_id), grace=2)
+    wait_for(lambda: not r.supervisor_running(), timeout=30, what="the supervisor to exit")
+
+
+def test_empty_home_shows_the_defaults_and_no_jobs(runner):
+    at = page()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="rt_source").value == "(defaults)"
+    assert at.radio(key="rt_variant").value == "multitask"
+    assert at.number_input(key="rt_label_smoothing").value == pytest.approx(0.1)
+    assert "No jobs yet" in texts(at.caption)
+    assert not at.button(key="rt_submit").disabled
+
+
+def test_problems_show_under_their_fields_and_block_submitting(runner):
+    at = page()
+    at.text_input(key="rt_name").input("x; rm -rf ~").run()
+    at.number_input(key="rt_label_smoothing").set_value(1.5).run()
+    at.selectbox(key="rt_weights").set_value("local file").run()
+    at.text_input(key="rt_weights_path").input("/no/such/weights.h5").run()
+    at.number_input(key="rt_finetune_epochs").set_value(0).run()
+    errors = texts(at.error)
+    for field in ("name:", "label_smoothing:", "weights:", "finetune_epochs:"):
+        assert field in errors
+    assert at.button(key="rt_submit").disabled
+    assert "4 problem(s)" in texts(at.caption)
+    assert runner.list_jobs(refresh=False).empty
+    at.text_input(key="rt_run_id").input("../escape").run()
+    assert "invalid run id" in texts(at.error)
+
+
+def test_clone_change_submit_and_a_bad_data_path_fails_visibly(runner, home, tmp_path):
+    make_fake_run("base-run", home, n=20, variant="single", label_smoothing=0.2)
+    at = page(run_id="base-run", reviewer="ada")
+    # Prefilled from the run under review.
+    assert at.selectbox(key="rt_source").value == "base-run"
+    assert at.radio(key="rt_variant").value == "single"
+    assert at.number_input(key="rt_label_smoothing").value == pytest.approx(0.2)
+    # Change the smoothing, point at data that is not there, train.
+    at.number_input(key="rt_label_smoothing").set_value(0.05).run()
+    at.text_input(key="rt_data_dir").input(str(tmp_path / "missing-cifar")).run()
+    at.number_input(key="rt_finetune_epochs").set_value(1).run()
+    at.button(key="rt_submit").click().run()
+    assert "queued" in texts(at.success), texts(at.error)
+    table = runner.list_jobs(refresh=False)
+    assert len(table) == 1
+    job_id = int(table.loc[0, "id"])
+    job = runner.get(job_id, refresh=False)
+    assert job["config"]["label_smoothing"] == 0.05 and job["config"]["variant"] == "single"
+    assert job["submitted_by"] == "ada"
+
+    wait_for(lambda: runner.get(job_id)["state"] in jobs.FINAL_STATES, what="the job to end")
+    assert runner.get(job_id)["state"] == "failed"
+    at.run()
+    assert not at.exception
+    shown = texts(at.error)
+    assert f"Failed: DataError: {tmp_path / 'missing-cifar'}" in shown and "does not exist" in shown
+
+
+def test_running_job_shows_progress_metrics_log_and_cancels(runner, home):
+    # A stand-in worker held at a chosen point of training: a real one cannot be paused.
+    job_id = runner.submit({"finetune_epochs": 2}, run_id="held")
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "held"], start_new_session=True)
+    try:
+        assert runner._update(job_id, "queued", state="running", started_at=jobs.now_iso(), pid=worker.pid,
+                              pid_start=jobs._process_start(worker.pid), boot_id=jobs._boot_id())
+        folder = run_dir("held", home)
+        folder.mkdir(parents=True)
+        (folder / "train.log").write_text("finetune epoch 1/2 started\n")
+        atomic_write_json(folder / "status.json", {"state": "running", "pid": worker.pid, "error": None})
+        atomic_write_json(folder / "progress.json", {
+            "stage": "finetune", "epoch": 2, "epochs": 2, "step": 3, "steps": 6, "eta_seconds": 30,
+            "metrics": {"class_accuracy": 0.4321, "loss": 1.5}})
+        wait_for(lambda: b"held" in open(f"/proc/{worker.pid}/cmdline", "rb").read(), 10, "exec")
+        at = page()
+        assert not at.exception
+        bar = at.get("progress")[0]
+        assert "finetune, epoch 2/2, step 3/6, ETA 0m30s" in json.dumps(bar.proto.text)
+        assert "class_accuracy 0.4321" in texts(at.caption)
+        assert "finetune epoch 1/2 started" in texts(at.code)
+        at.button(key=f"rt_cancel_{job_id}").click().run()
+        assert worker.wait(timeout=30) is not None
+        assert runner.get(job_id)["state"] == "cancelled"
+        assert json.loads((folder / "status.json").read_text())["state"] == "cancelled"
+        assert f"Job {job_id}: cancelled." in texts(at.info)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
