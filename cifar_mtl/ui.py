@@ -163,6 +163,16 @@ def load_run(run_id: str | None) -> pd.DataFrame | None:
         return None
 
 
+def open_run_page(title: str) -> tuple[str, pd.DataFrame]:
+    """Title a page about the run under review; (run id, predictions), or stop with a message."""
+    run_id = require_run()
+    st.title(title)
+    preds = load_run(run_id)
+    if preds is None:
+        st.stop()
+    return run_id, preds
+
+
 # --- the review store ---------------------------------------------------------------------
 
 
@@ -186,6 +196,17 @@ def store():
     kept = ReviewStore(path)
     st.session_state["_review_store"] = (me, kept)
     return kept
+
+
+def store_or_none(context: str = "Review database", *, required: bool = False):
+    """`store()`, or None after an error message; with `required` the page stops instead."""
+    try:
+        return store()
+    except Exception as exc:  # e.g. SchemaError: the file is not a review database
+        show_error(exc, context)
+        if required:
+            st.stop()
+        return None
 
 
 def reviewer() -> str | None:

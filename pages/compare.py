@@ -30,11 +30,8 @@ if run_a == run_b:
 preds_a, preds_b = ui.load_run(run_a), ui.load_run(run_b)
 if preds_a is None or preds_b is None:
     st.stop()
-try:
-    tags = ui.store().current_tags()
-except Exception as exc:
-    ui.show_error(exc, "Review database (categories are not compared)")
-    tags = None
+store = ui.store_or_none("Review database (categories are not compared)")
+tags = store.current_tags() if store else None
 try:
     cmp = compare_runs(preds_a, preds_b, tags)
 except ValueError as exc:

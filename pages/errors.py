@@ -11,18 +11,9 @@ PAGE_KEY = "err_page"
 SIZE_KEY = "err_page_size"
 CHART_KEY = "err_confusion"
 
-run_id = ui.require_run()
-st.title("Errors")
-preds = ui.load_run(run_id)
-if preds is None:
-    st.stop()
-
-try:
-    store = ui.store()
-    tags, categories = store.current_tags(), store.category_names()
-except Exception as exc:
-    ui.show_error(exc, "Review database (tags are not shown)")
-    tags, categories = None, []
+run_id, preds = ui.open_run_page("Errors")
+store = ui.store_or_none("Review database (tags are not shown)")
+tags, categories = (store.current_tags(), store.category_names()) if store else (None, [])
 
 
 def show_cell() -> None:

@@ -7,17 +7,9 @@ import streamlit as st
 from cifar_mtl import analysis, runs, ui
 from cifar_mtl.export import error_category_frame, review_events_frame, to_csv_bytes
 
-run_id = ui.require_run()
-st.title("Export")
-preds = ui.load_run(run_id)
-if preds is None:
-    st.stop()
-try:
-    store = ui.store()
-    tags, categories = store.current_tags(), store.category_names()
-except Exception as exc:
-    ui.show_error(exc, "Review database")
-    st.stop()
+run_id, preds = ui.open_run_page("Export")
+store = ui.store_or_none(required=True)
+tags, categories = store.current_tags(), store.category_names()
 
 c = st.columns([2, 3])
 form = c[0].radio(

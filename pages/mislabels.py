@@ -12,18 +12,10 @@ from cifar_mtl.mislabels import METHODS, corrected_accuracy
 PER_PAGE = 8
 PAGE_KEY = "ml_page"
 
-run_id = ui.require_run()
-st.title("Suspected mislabels")
-preds = ui.load_run(run_id)
-if preds is None:
-    st.stop()
+run_id, preds = ui.open_run_page("Suspected mislabels")
 name = ui.reviewer()
-try:
-    store = ui.store()
-    verdicts = store.current_mislabels()
-except Exception as exc:
-    ui.show_error(exc, "Review database")
-    st.stop()
+store = ui.store_or_none(required=True)
+verdicts = store.current_mislabels()
 
 
 def set_verdict(index: int, verdict: str | None, label_key: str) -> None:

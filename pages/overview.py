@@ -13,12 +13,8 @@ if table.empty:
     st.page_link("pages/getting_started.py", label="Getting started", icon=":material/rocket_launch:")
     st.stop()
 
-try:
-    store = ui.store()
-    tags, mislabels = store.current_tags(), store.current_mislabels()
-except Exception as exc:
-    ui.show_error(exc, "Review database")
-    store, tags, mislabels = None, None, None
+store = ui.store_or_none()
+tags, mislabels = (store.current_tags(), store.current_mislabels()) if store else (None, None)
 
 
 unreadable = {}

@@ -8,22 +8,14 @@ from cifar_mtl.images import DETAIL_SCALE
 QUEUE_KEY = "review_queue"
 CURRENT_KEY = "review_current"
 
-run_id = ui.require_run()
-st.title("Review")
+run_id, preds = ui.open_run_page("Review")
 name = ui.reviewer()
 if name is None:
     st.info("Type your name in the sidebar to start reviewing: each reviewer's tags are kept apart.",
             icon=":material/badge:")
     st.stop()
-preds = ui.load_run(run_id)
-if preds is None:
-    st.stop()
-try:
-    store = ui.store()
-    categories = store.category_names()
-except Exception as exc:
-    ui.show_error(exc, "Review database")
-    st.stop()
+store = ui.store_or_none(required=True)
+categories = store.category_names()
 
 with st.expander("Filter (shared with the Errors page)", icon=":material/filter_alt:"):
     ui.filter_controls(categories, prefix="rev")
