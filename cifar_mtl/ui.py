@@ -30,7 +30,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cifar_mtl import runs
-from cifar_mtl.images import DEFAULT_SCALE, DETAIL_SCALE, Thumbnails
+from cifar_mtl.images import DEFAULT_SCALE, Thumbnails
 from cifar_mtl.labels import CLASS_NAMES, IS_ANIMAL, NUM_CLASSES
 
 RUN_KEY = "run_id"

@@ -357,3 +357,44 @@ def test_an_unusable_review_database_leaves_the_grid_working(fx):
     at = open_app("errors", reviewer="ada")
     assert any("cannot be used as the review database" in m for m in texts(at.error))
     assert len(grid_captions(at)) == 24
+
+
+# --- speed-related behaviour and messages ------------------------------------------------------
+
+
+def test_thumbnails_are_made_once_for_every_session_and_rerun(fx):
+    first = open_app("errors", reviewer="ada")
+    thumbs = ui.test_images()[0]
+    made = thumbs.n_encoded
+    assert made == len(first.image)  # 24 grid thumbnails and the large detail image
+    first.run()
+    second = open_app("errors", reviewer="bob")  # another browser session
+    assert len(second.image) == len(first.image)
+    assert thumbs.n_encoded == made
+
+
+def test_error_messages_say_what_to_do_instead_of_a_traceback():
+    from cifar_mtl.runs import RunError
+
+    known = RunError("run 'x': predictions.parquet is missing (/h/runs/x/predictions.parquet)")
+    assert ui.error_message(known, "Run x") == f"Run x: {known}"
+    bug = ui.error_message(KeyError("prob_3"))
+    assert "unexpected KeyError" in bug and "rest of the app still works" in bug
+
+    def page():
+        import streamlit as st
+
+        from cifar_mtl import ui
+
+        try:
+            {}["prob_3"]
+        except KeyError as exc:
+            ui.show_error(exc, "Drawing")
+        st.write("still here")
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    assert texts(at.error) == ["Drawing: unexpected KeyError: 'prob_3'. The rest of the app still works; "
+                               "the details below help with a bug report."]
+    assert at.expander[0].label == "Technical details"
+    assert "still here" in texts(at.markdown)
