@@ -144,7 +144,8 @@ def error_category_frame(preds: pd.DataFrame, store: ReviewStore, run_id: str) -
     texts = values_by_index(notes["index"], notes["reviewer"] + ": " + notes["note"])
     frame["notes"] = idx.map(lambda i: " | ".join(texts.get(i, ())))
     last = entries.groupby("index")["at"].max()
-    frame["last_review"] = idx.map(last)
+    # pandas 3 cannot map an empty index through a datetime Series: build the empty column.
+    frame["last_review"] = idx.map(last) if len(frame) else pd.Series(dtype=last.dtype)
     return frame
 
 

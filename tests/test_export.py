@@ -216,3 +216,11 @@ def test_whole_column_neutralising_matches_neutralise():
     for k, row in enumerate(rows):
         assert row == [neutralise(df[c][k]) for c in df.columns]
     assert rows[0][2] == "2024-01-02T03:04:05.123456+00:00" and rows[1][2] == ""
+
+
+def test_a_run_without_reviews_exports_an_empty_table(home):
+    make_fake_run("quiet", home, n=50)
+    frame = error_category_frame(load_predictions("quiet"), ReviewStore(), "quiet")
+    assert len(frame) == 0 and "last_review" in frame.columns
+    text = to_csv_bytes(frame).decode("utf-8")
+    assert text.splitlines()[0].startswith("index,")
