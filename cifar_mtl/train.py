@@ -5,6 +5,10 @@ weights); stage "finetune" trains the whole backbone, or its top blocks, at a
 lower learning rate. AdamW with linear warmup and cosine decay; the best epoch by
 validation class accuracy is kept. SIGTERM stops after the current step and marks
 the run cancelled; an exception marks it failed with the error.
+
+The steps of `train` are public so that benchmarks time the very same code:
+`setup_keras`, `build_datasets`, `stages`, `compile_stage`, `make_run_callback`
+and `write_predictions`.
 """
 
 from __future__ import annotations
@@ -107,9 +111,17 @@ def _float_logs(logs) -> dict:
     return out
 
 
-def _make_callback(folder: Path, plan: list[tuple[str, int]], steps: int, interval: float, cancel: _CancelFlag, log):
-    """A Keras callback writing progress.json, history.csv and the best checkpoint."""
+def make_run_callback(
+    folder: Path, plan: list[tuple[str, int]], steps: int, interval: float, cancel: _CancelFlag | None = None, log=print
+):
+    """A Keras callback writing progress.json, history.csv and the best checkpoint into `folder`.
+
+    `plan` is [(stage, epochs)], `steps` the steps per epoch, `interval` the seconds
+    between progress.json writes; a set `cancel` flag stops training after the step.
+    """
     import keras
+
+    cancel = _CancelFlag() if cancel is None else cancel
 
     class RunCallback(keras.callbacks.Callback):
         def __init__(self):
@@ -244,7 +256,7 @@ def _compile(model, config: TrainConfig, lr: float, total_steps: int, warmup_ste
     )
 
 
-def _stages(config: TrainConfig) -> list[tuple[str, int, float]]:
+def stages(config: TrainConfig) -> list[tuple[str, int, float]]:
     """(stage, epochs, learning rate) in order; no frozen stage when training from scratch."""
     plan = []
     if not config.train_from_scratch and config.frozen_epochs > 0:
@@ -318,26 +330,32 @@ def train(config: TrainConfig | dict, run_id: str, progress_bar: bool = False, h
     return metrics
 
 
-def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _CancelFlag, log) -> dict:
-    t0 = time.time()
-    from cifar_mtl.data import load_cifar10, make_dataset, resolve_source, stratified_split
+def setup_keras(config: TrainConfig):
+    """Seed Keras, set the precision policy and pick the distribution strategy.
 
-    source = resolve_source(config.data_dir)
-    log(f"loading CIFAR-10 from {source or 'the keras download'}")
-    data = load_cifar10(source)
-    cancel.check()
-    train_idx, val_idx = stratified_split(data.y_train, config.val_split, config.seed, config.train_subset)
-    log(f"{len(train_idx)} training, {len(val_idx)} validation, {len(data.y_test)} test images")
-
+    Returns (policy name, tf.distribute strategy). Call before building datasets and model.
+    """
     import keras
-
-    from cifar_mtl.augment import build_augmenter
-    from cifar_mtl.losses import make_targets
-    from cifar_mtl.model import build_model, set_stage
 
     keras.utils.set_random_seed(config.seed)
     policy = _set_precision(config)
-    strategy = _strategy()
+    return policy, _strategy()
+
+
+def build_datasets(config: TrainConfig, data, train_idx: np.ndarray, val_idx: np.ndarray):
+    """The training and validation pipelines of a run.
+
+    Args:
+        data: a `data.Cifar10` (x_train (N, 32, 32, 3) uint8, y_train (N,)).
+        train_idx, val_idx: indices into `data.x_train` (see `data.stratified_split`).
+
+    Returns:
+        (train_ds, val_ds or None when val_idx is empty, steps per training epoch).
+        Training batches are shuffled and augmented with `config.augment`.
+    """
+    from cifar_mtl.augment import build_augmenter
+    from cifar_mtl.data import make_dataset
+    from cifar_mtl.losses import make_targets
 
     def targets(idx):
         return make_targets(data.y_train[idx], config.label_smoothing, config.animal_eps, config.multitask)
@@ -347,19 +365,44 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _Cance
     val_ds = None
     if len(val_idx):
         val_ds = make_dataset(data.x_train[val_idx], targets(val_idx), config.batch_size, False)
-    steps = math.ceil(len(train_idx) / config.batch_size)
-    plan = _stages(config)
+    return train_ds, val_ds, math.ceil(len(train_idx) / config.batch_size)
+
+
+def compile_stage(model, config: TrainConfig, stage: str, epochs: int, lr: float, steps: int, strategy=None) -> None:
+    """Make `stage`'s weights trainable and compile `model` for `epochs` of `steps` steps at peak rate `lr`."""
+    from cifar_mtl.model import set_stage
+
+    set_stage(model, stage, config.finetune_blocks, freeze_batchnorm=not config.train_from_scratch)
+    strategy = _strategy() if strategy is None else strategy
+    with strategy.scope():
+        # Trainable weights are fixed at compile(): recompile after changing them.
+        _compile(model, config, lr, epochs * steps, int(config.warmup_epochs * steps))
+
+
+def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _CancelFlag, log) -> dict:
+    t0 = time.time()
+    from cifar_mtl.data import load_cifar10, resolve_source, stratified_split
+
+    source = resolve_source(config.data_dir)
+    log(f"loading CIFAR-10 from {source or 'the keras download'}")
+    data = load_cifar10(source)
+    cancel.check()
+    train_idx, val_idx = stratified_split(data.y_train, config.val_split, config.seed, config.train_subset)
+    log(f"{len(train_idx)} training, {len(val_idx)} validation, {len(data.y_test)} test images")
+
+    from cifar_mtl.model import build_model
+
+    policy, strategy = setup_keras(config)
+    train_ds, val_ds, steps = build_datasets(config, data, train_idx, val_idx)
+    plan = stages(config)
     with strategy.scope():
         model = build_model(config)
     log(f"model {model.name}: {model.count_params():,} parameters, precision {policy}, stages {plan}")
-    callback = _make_callback(folder, [(s, e) for s, e, _ in plan], steps, config.progress_interval, cancel, log)
+    callback = make_run_callback(folder, [(s, e) for s, e, _ in plan], steps, config.progress_interval, cancel, log)
     done = 0
     for stage, epochs, lr in plan:
         cancel.check()
-        set_stage(model, stage, config.finetune_blocks, freeze_batchnorm=not config.train_from_scratch)
-        with strategy.scope():
-            # Trainable weights are fixed at compile(): recompile after changing them.
-            _compile(model, config, lr, epochs * steps, int(config.warmup_epochs * steps))
+        compile_stage(model, config, stage, epochs, lr, steps, strategy)
         callback.start_stage(stage, epochs, done)
         model.fit(
             train_ds,
