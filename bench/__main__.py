@@ -133,7 +133,7 @@ def _cell(row: dict, key: str) -> str:
     if key == "value":
         if not isinstance(value, (int, float)) or math.isnan(value):
             return "-"
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
     if key == "date":
         return str(value or "")[:16].replace("T", " ")
     return str(value if value is not None else "")

@@ -1,7 +1,7 @@
 """Peak memory (resident set, MiB) of a short training run and of the app on 10,000-image runs.
 
-Each figure is the `ru_maxrss` of one child process, read with `os.wait4` so that
-nothing else this process started is counted:
+Each figure is the `ru_maxrss` of one child process, read with `os.wait4` by a
+small wrapper process (see `WRAPPER`), so nothing else is counted:
 
 - training: `python -m cifar_mtl train` with `configs/cpu_reference.json` (batch 128,
   multitask, from scratch) on a stratified subset for one epoch, then its
@@ -21,10 +21,10 @@ Targets: both fit an 8 GB laptop at once: training < 4 GiB, app < 1 GiB.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project importable
@@ -40,27 +40,40 @@ APP_CHILD = "import sys; from bench.bench_memory import app_child; sys.exit(app_
 IMPORT_CHILD = "import tensorflow, keras; from cifar_mtl import train"
 
 
-def run_child(args: list[str], env: dict, log_path: Path, timeout: float = CHILD_TIMEOUT) -> tuple[int, float]:
-    """Run `args` with output to `log_path`; return (exit code, peak RSS in MiB of that child).
+# Runs argv[2:] and writes "<ru_maxrss KiB> <exit code>" to argv[1]. Linux adds the
+# RSS a process had before exec() to its ru_maxrss, and a child forked from this
+# (maybe large) process starts with all of it; forked from this small wrapper
+# instead, the measured command's figure is its own.
+WRAPPER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
 
-    Raises TimeoutError (after killing the child) when it runs past `timeout` seconds.
+
+def run_child(args: list[str], env: dict, log_path: Path, timeout: float = CHILD_TIMEOUT) -> tuple[int, float]:
+    """Run `args` with output to `log_path`; return (exit code, peak RSS of that process in MiB).
+
+    Raises TimeoutError (after killing it) when it runs past `timeout` seconds.
     """
+    result = log_path.with_suffix(".peak")
+    result.unlink(missing_ok=True)
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    deadline = time.monotonic() + timeout
-    while True:
-        # wait4 gives this child's own rusage; RUSAGE_CHILDREN would be the largest of all children.
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            raise TimeoutError(f"{' '.join(args[:4])} ran past {timeout:.0f} s; see {log_path}")
-        time.sleep(0.2)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen never waits on a reaped pid
-    return proc.returncode, usage.ru_maxrss / 1024  # Linux reports KiB
+        proc = subprocess.Popen([sys.executable, "-c", WRAPPER, str(result), *args], stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=ROOT,
+                                start_new_session=True)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the wrapper's own session: it and the measured command
+        proc.wait()
+        raise TimeoutError(f"{' '.join(args[:4])} ran past {timeout:g} s; see {log_path}") from None
+    if not result.exists():
+        raise RuntimeError(f"the memory wrapper exited {proc.returncode} without a figure; see {log_path}")
+    kib, code = result.read_text().split()
+    return int(code), int(kib) / 1024  # Linux reports KiB
 
 
 def _tail(path: Path, lines: int = 5, containing: str = "") -> str:
