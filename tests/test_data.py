@@ -128,3 +128,12 @@ def test_real_cifar10():
     ds = load_cifar10()
     assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)
     assert np.all(np.bincount(ds.y_test) == 1000) and np.all(np.bincount(ds.y_train) == 5000)
+
+
+def test_keras_download_cache_is_read_without_downloading(tmp_path, monkeypatch):
+    """The default source: keras.datasets' cache folder, read by the same checked reader."""
+    cache = write_fake_cifar(tmp_path / "keras-datasets", n_train_per_batch=10, n_test=10)
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    monkeypatch.setattr(data, "KERAS_CACHE", cache)
+    ds = load_cifar10(allow_download=False)
+    assert ds.source == str(cache) and ds.x_train.shape == (50, 32, 32, 3)
