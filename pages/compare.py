@@ -41,7 +41,7 @@ except ValueError as exc:
     ui.show_error(exc, "These runs cannot be compared")
     st.stop()
 
-c = st.columns(5)
+c = st.columns(3)
 c[0].metric("Accuracy A", f"{cmp.accuracy_a:.2%}", help=f"95% interval {cmp.ci_a[0]:.2%} - {cmp.ci_a[1]:.2%}")
 c[0].caption(f"95% CI {cmp.ci_a[0]:.2%} - {cmp.ci_a[1]:.2%}")
 c[1].metric("Accuracy B", f"{cmp.accuracy_b:.2%}", delta=f"{cmp.difference:+.2%}",
@@ -49,8 +49,10 @@ c[1].metric("Accuracy B", f"{cmp.accuracy_b:.2%}", delta=f"{cmp.difference:+.2%}
 c[1].caption(f"95% CI {cmp.ci_b[0]:.2%} - {cmp.ci_b[1]:.2%}")
 c[2].metric("McNemar p-value", f"{cmp.p_value:.3g}",
             help="Exact test on the images exactly one run gets right; small means a real difference")
-c[3].metric("Fixed / broken by B", f"{cmp.n_fixed:,} / {cmp.n_broken:,}")
-c[4].metric("Animal/vehicle mix-ups", f"{cmp.cross_group_a:,} → {cmp.cross_group_b:,}",
+d = st.columns(3)  # a second row: five figures in one row were cut off on a laptop screen
+d[0].metric("Fixed by B", f"{cmp.n_fixed:,}", help="Images run A gets wrong and run B gets right")
+d[1].metric("Broken by B", f"{cmp.n_broken:,}", help="Images run A gets right and run B gets wrong")
+d[2].metric("Animal/vehicle mix-ups", f"{cmp.cross_group_a:,} → {cmp.cross_group_b:,}",
             delta=cmp.cross_group_b - cmp.cross_group_a, delta_color="inverse")
 
 left, right = st.columns(2)
