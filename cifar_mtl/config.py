@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 VARIANTS = ("single", "multitask")
-BACKBONES = ("efficientnetv2b1",)
+BACKBONES = ("efficientnetv2b1", "resnet9")
 AUGMENTATIONS = ("none", "flip_translate", "randaugment", "mixup", "cutmix")
 POOLINGS = ("avg", "max")
 
@@ -27,7 +27,8 @@ class TrainConfig:
 
     # what to train
     variant: str = "multitask"  # "single" or "multitask" (adds the `animal` head)
-    backbone: str = "efficientnetv2b1"
+    backbone: str = "efficientnetv2b1"  # or "resnet9": a small residual net for CPUs, from scratch
+    resnet_width: int = 64  # resnet9 only: channels of its first stage (then x2, x4, x8)
     weights: str = "none"  # "none", "imagenet" or a path to a local .weights.h5 / .h5 file
     image_size: int = 32  # side in pixels the 32x32 images are resized to (>= 32)
     dropout: float = 0.2
@@ -142,6 +143,10 @@ def _check_ranges(c: TrainConfig, problems: list) -> None:
         v = getattr(c, key)
         if isinstance(v, float) and v > 1.0:
             problems.append(f"{key}: {v} is larger than 1")
+    if c.backbone == "resnet9" and c.weights == "imagenet":
+        problems.append("weights: 'imagenet' exists only for efficientnetv2b1; resnet9 trains from 'none' or a local file")
+    if isinstance(c.resnet_width, int) and not 8 <= c.resnet_width <= 256:
+        problems.append(f"resnet_width: {c.resnet_width} must be in 8..256")
     if isinstance(c.weights, str) and c.weights not in ("none", "imagenet"):
         if not Path(os.path.expanduser(c.weights)).is_file():
             problems.append(f"weights: {c.weights!r} is neither 'none', 'imagenet' nor an existing file")

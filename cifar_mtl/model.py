@@ -1,4 +1,5 @@
-"""EfficientNetV2B1 with a `class` head and, for the multitask variant, an `animal` head.
+"""EfficientNetV2B1 (or the CPU-sized ResNet-9) with a `class` head and, for the
+multitask variant, an `animal` head.
 
 Input: float32 images (B, 32, 32, 3) with pixels in [0, 255]; the backbone's own
 preprocessing layer rescales them (B0-B3 expect [0, 255], not [-1, 1]). Outputs: a
@@ -27,6 +28,55 @@ def _weights_arg(weights: str):
 
 
 def build_backbone(config: TrainConfig):
+    """The feature extractor named by `config.backbone`, for `config.image_size` inputs."""
+    if config.backbone == "resnet9":
+        return build_resnet9(config.image_size, config.resnet_width, _weights_arg(config.weights))
+    return build_efficientnet(config)
+
+
+# Per-channel mean and standard deviation of the CIFAR-10 training images (0..255).
+CIFAR_MEAN = (125.3, 123.0, 113.9)
+CIFAR_STD = (63.0, 62.1, 66.7)
+
+
+def _conv_bn(x, filters: int, name: str, pool: bool = False):
+    import keras
+
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    if pool:
+        x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return keras.layers.Activation("gelu", name=f"{name}_act")(x)
+
+
+def build_resnet9(size: int = 32, width: int = 64, weights: str | None = None):
+    """ResNet-9 (the DAWNBench CIFAR-10 design) as a feature extractor for CPUs.
+
+    Input (B, size, size, 3) float pixels in [0, 255]; output (B, s, s, 8 * width)
+    feature maps (s = size / 8). Stages: prep conv, then three stages that double the
+    channels and halve the resolution, the first and last with a residual pair of
+    convolutions. About 1/15 of EfficientNetV2B1's FLOPs at width 32.
+    """
+    import keras
+
+    inputs = keras.Input(shape=(size, size, 3), name="pixels")
+    x = keras.layers.Normalization(
+        mean=list(CIFAR_MEAN), variance=[s * s for s in CIFAR_STD], name="normalize"
+    )(inputs)
+    x = _conv_bn(x, width, "prep")
+    for stage, (mult, residual) in enumerate([(2, True), (4, False), (8, True)], start=1):
+        x = _conv_bn(x, width * mult, f"stage{stage}", pool=True)
+        if residual:
+            r = _conv_bn(x, width * mult, f"stage{stage}_res1")
+            r = _conv_bn(r, width * mult, f"stage{stage}_res2")
+            x = keras.layers.Add(name=f"stage{stage}_add")([x, r])
+    base = keras.Model(inputs, x, name=BACKBONE_NAME)
+    if weights:
+        base.load_weights(weights)
+    return base
+
+
+def build_efficientnet(config: TrainConfig):
     """The EfficientNetV2B1 feature extractor (no top) for `config.image_size` inputs."""
     import keras
 
@@ -61,7 +111,7 @@ def build_model(config: TrainConfig):
     outputs = {"class": keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="class")(x)}
     if config.multitask:
         outputs["animal"] = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="animal")(x)
-    return keras.Model(inputs, outputs, name=f"effnetv2b1_{config.variant}")
+    return keras.Model(inputs, outputs, name=f"{config.backbone}_{config.variant}")
 
 
 def backbone(model):
