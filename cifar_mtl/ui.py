@@ -131,25 +131,29 @@ def _predictions(home: str, run_id: str, stamp) -> pd.DataFrame:
     return runs.load_predictions(run_id, home)
 
 
-def predictions(run_id: str) -> pd.DataFrame:
-    """The run's predictions table, read once per file version. Shared: do not modify it."""
+def _predictions_key(run_id: str) -> tuple[str, str, tuple[int, int] | None]:
+    """(home, run id, file version): the cache key of a run's predictions."""
     home = runs.home()
     path = runs.run_dir(run_id, home) / runs.PREDICTIONS_FILE
-    return _predictions(str(home.resolve()), run_id, _stamp(path))
+    return str(home.resolve()), run_id, _stamp(path)
+
+
+def predictions(run_id: str) -> pd.DataFrame:
+    """The run's predictions table, read once per file version. Shared: do not modify it."""
+    return _predictions(*_predictions_key(run_id))
 
 
 @st.cache_data(max_entries=16, show_spinner="Ranking suspected mislabels...")
 def _ranked(home: str, run_id: str, stamp, method: str) -> pd.DataFrame:
     from cifar_mtl.mislabels import rank_mislabels
 
-    return rank_mislabels(runs.load_predictions(run_id, home), method=method)
+    # The cached table, not a second read of the parquet file.
+    return rank_mislabels(_predictions(home, run_id, stamp), method=method)
 
 
 def ranked_mislabels(run_id: str, method: str = "normalized_margin") -> pd.DataFrame:
     """`mislabels.rank_mislabels` of the run, computed once per predictions file."""
-    home = runs.home()
-    path = runs.run_dir(run_id, home) / runs.PREDICTIONS_FILE
-    return _ranked(str(home.resolve()), run_id, _stamp(path), method)
+    return _ranked(*_predictions_key(run_id), method)
 
 
 def load_run(run_id: str | None) -> pd.DataFrame | None:
