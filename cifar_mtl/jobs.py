@@ -33,11 +33,12 @@ from cifar_mtl.config import FIELDS, ConfigError, TrainConfig, load_config_file,
 from cifar_mtl.runs import (
     LOG_FILE,
     PROJECT_ROOT,
-    STATUS_FILE,
+    STATES,
     home as _home,
     load_progress,
     now_iso,
     read_log_tail,
+    read_status,
     run_dir,
     new_run_id,
     validate_run_id,
@@ -46,7 +47,6 @@ from cifar_mtl.runs import (
 
 DB_FILE = "reviews.sqlite"
 JOBS_SCHEMA_VERSION = 1
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 JOB_COLUMNS = ["id", "run_id", "state", "created_at", "started_at", "finished_at", "pid", "error"]
 LOCK_FILE = "jobs-supervisor.lock"
@@ -159,14 +159,6 @@ def _describe_exit(code: int | None) -> str:
 def _last_log_line(run_id: str, home_dir: Path) -> str | None:
     lines = [ln.strip() for ln in read_log_tail(run_id, 20, home_dir).splitlines() if ln.strip()]
     return lines[-1] if lines else None
-
-
-def _read_status(folder: Path) -> dict:
-    try:
-        status = json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return status if isinstance(status, dict) else {}
 
 
 def _iso_age_s(text: str | None) -> float:
@@ -318,7 +310,7 @@ class JobRunner:
         job["cancel_requested"] = bool(job["cancel_requested"])
         folder = run_dir(job["run_id"], self.home)
         job["progress"] = load_progress(job["run_id"], self.home) if folder.exists() else None
-        job["run_status"] = _read_status(folder)
+        job["run_status"] = read_status(folder)
         job["log_tail"] = self.logs(job_id, log_lines)
         return job
 
@@ -348,7 +340,7 @@ class JobRunner:
 
     def _reconcile_unlaunched(self, job: dict) -> str:
         # Claimed by a supervisor that has not recorded the pid yet (or died doing so).
-        status = _read_status(run_dir(job["run_id"], self.home))
+        status = read_status(run_dir(job["run_id"], self.home))
         pid = status.get("pid")
         if pid and status.get("state") == "running":
             start = _process_start(pid)
@@ -362,7 +354,7 @@ class JobRunner:
     def _finish(self, job: dict, exit_code: int | None, reason: str | None = None) -> str:
         """Record the end of a job whose worker is gone; the run's status.json agrees after."""
         folder = run_dir(job["run_id"], self.home)
-        status = _read_status(folder)
+        status = read_status(folder)
         run_state = status.get("state")
         if job["cancel_requested"] and run_state != "succeeded":
             state = "cancelled"

@@ -133,8 +133,7 @@ def write_status(folder: Path, state: str, error: str | None = None, **extra) ->
     """Update `status.json` in `folder`, keeping the fields already there."""
     if state not in STATES:
         raise ValueError(f"unknown state {state!r}; expected one of {STATES}")
-    path = Path(folder) / STATUS_FILE
-    status = _read_json_quiet(path) or {}
+    status = read_status(folder)
     status.update(extra)
     status["state"] = state
     status["error"] = error
@@ -143,7 +142,7 @@ def write_status(folder: Path, state: str, error: str | None = None, **extra) ->
         status["finished_at"] = now_iso()
     else:
         status["finished_at"] = None
-    atomic_write_json(path, status)
+    atomic_write_json(Path(folder) / STATUS_FILE, status)
     return status
 
 
@@ -152,6 +151,12 @@ def _read_json_quiet(path: Path):
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def read_status(folder: Path) -> dict:
+    """`status.json` of a run folder, or {} while it is missing or unreadable."""
+    status = _read_json_quiet(Path(folder) / STATUS_FILE)
+    return status if isinstance(status, dict) else {}
 
 
 # --- reading -------------------------------------------------------------------------
@@ -283,7 +288,7 @@ def _run_row(run_id: str, home_dir) -> dict:
         row["epochs"] = (config.get("frozen_epochs") or 0) + (config.get("finetune_epochs") or 0)
     except RunError as exc:
         problems.append(str(exc))
-    status = _read_json_quiet(folder / STATUS_FILE)
+    status = read_status(folder)
     if status:
         row["state"] = status.get("state")
         row["started_at"] = status.get("started_at")
