@@ -24,7 +24,6 @@ def _flip_translate(seed: int):
 def build_augmenter(preset: str, seed: int = 0):
     """The augmenter for a preset name (see PRESETS), or None for "none"."""
     import keras
-    import tensorflow as tf
 
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")

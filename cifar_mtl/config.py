@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,8 +157,6 @@ def _check_ranges(c: TrainConfig, problems: list) -> None:
         if c.weights == "none" and c.finetune_epochs < 1:
             problems.append("finetune_epochs: must be at least 1 when training from scratch (weights 'none')")
     if isinstance(c.name, str):
-        import re
-
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}", c.name):
             problems.append(f"name: {c.name!r} must be 1-40 letters, digits, '.', '_' or '-'")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cifar_mtl.labels import CLASS_NAMES, NUM_CLASSES
+from cifar_mtl.labels import CLASS_NAMES, IS_ANIMAL, NUM_CLASSES
 from cifar_mtl.predictions import predictions_table, summary_metrics
 from cifar_mtl.runs import (
     CONFIG_FILE,
@@ -127,8 +127,6 @@ def make_fake_run(
 
     `labels` defaults to the official test set's balance (class = index mod 10).
     """
-    from cifar_mtl.labels import IS_ANIMAL
-
     folder = run_dir(run_id, home_dir)
     folder.mkdir(parents=True, exist_ok=True)
     labels = np.arange(n) % NUM_CLASSES if labels is None else np.asarray(labels)

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -38,6 +39,11 @@ class TrainingCancelled(Exception):
     """Training was stopped by SIGTERM (or a cancel request) before it finished."""
 
 
+def _in_main_thread() -> bool:
+    # signal.signal works only there; a trainer called from another thread keeps no handler.
+    return threading.current_thread() is threading.main_thread()
+
+
 class _CancelFlag:
     """Set by SIGTERM; checked after every training step and between phases."""
 
@@ -46,11 +52,11 @@ class _CancelFlag:
         self._previous = None
 
     def install(self):
-        if threading_is_main():
+        if _in_main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def uninstall(self):
-        if self._previous is not None and threading_is_main():
+        if self._previous is not None and _in_main_thread():
             signal.signal(signal.SIGTERM, self._previous)
 
     def _handle(self, signum, frame):
@@ -59,12 +65,6 @@ class _CancelFlag:
     def check(self):
         if self.set:
             raise TrainingCancelled("cancelled by SIGTERM")
-
-
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 class _Log:
