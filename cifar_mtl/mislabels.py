@@ -91,6 +91,12 @@ def rank_mislabels(preds, method: str = "normalized_margin", top: int | None = N
     )
 
 
+def without_judged(ranked: pd.DataFrame, mislabels: pd.DataFrame, reviewer: str) -> pd.DataFrame:
+    """Rows of a `rank_mislabels` table that `reviewer` has no current verdict on."""
+    judged = mislabels.loc[mislabels["reviewer"] == reviewer, "index"]
+    return ranked[~ranked["index"].isin(judged)]
+
+
 def resolve_mislabels(mislabels: pd.DataFrame) -> pd.DataFrame:
     """One decision per image from several reviewers' verdicts.
 

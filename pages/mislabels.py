@@ -7,7 +7,7 @@ import streamlit as st
 
 from cifar_mtl import ui
 from cifar_mtl.labels import CLASS_NAMES
-from cifar_mtl.mislabels import METHODS, corrected_accuracy
+from cifar_mtl.mislabels import METHODS, corrected_accuracy, without_judged
 
 PER_PAGE = 8
 PAGE_KEY = "ml_page"
@@ -53,8 +53,7 @@ except Exception as exc:
     ui.show_error(exc, "Ranking")
     st.stop()
 if hide_judged and name:
-    judged = verdicts.loc[verdicts["reviewer"] == name, "index"]
-    ranked = ranked[~ranked["index"].isin(judged)]
+    ranked = without_judged(ranked, verdicts, name)
 if name is None:
     st.info("Type your name in the sidebar to confirm or reject suspects.", icon=":material/badge:")
 if ranked.empty:

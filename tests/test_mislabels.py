@@ -6,6 +6,7 @@ import pytest
 from cleanlab.rank import get_label_quality_scores
 
 from cifar_mtl.mislabels import (
+    without_judged,
     RANK_COLUMNS,
     corrected_accuracy,
     corrected_labels,
@@ -122,3 +123,10 @@ def test_corrected_labels_and_accuracy(preds):
     assert result["n"] == 200 and result["n_corrected"] == 2
     assert result["accuracy"] == n_right / 200
     assert result["corrected_accuracy"] == (n_right + 2) / 200
+
+
+def test_without_judged_keeps_only_this_reviewers_open_suspects():
+    ranked = pd.DataFrame({"index": [5, 7, 9], "quality": [0.1, 0.2, 0.3]})
+    verdicts = pd.DataFrame({"index": [7, 9], "reviewer": ["ann", "bob"], "verdict": ["rejected", "unsure"]})
+    assert without_judged(ranked, verdicts, "ann")["index"].tolist() == [5, 9]
+    assert without_judged(ranked, verdicts, "cy")["index"].tolist() == [5, 7, 9]
