@@ -8,7 +8,7 @@ both heads see one consistent mixture.
 
 from __future__ import annotations
 
-PRESETS = ("none", "flip_translate", "randaugment", "mixup", "cutmix")
+PRESETS = ("none", "flip_translate", "flip_shift2", "randaugment", "mixup", "cutmix")
 
 
 def _flip_translate(seed: int):
@@ -21,6 +21,18 @@ def _flip_translate(seed: int):
     ]
 
 
+def _flip_shift2(seed: int):
+    import keras
+
+    return [
+        keras.layers.RandomFlip("horizontal", seed=seed),
+        # Whole-pixel shifts of up to 2 (nearest sampling), with reflection: airbench's translate.
+        keras.layers.RandomTranslation(
+            2 / 32, 2 / 32, fill_mode="reflect", interpolation="nearest", seed=seed + 1
+        ),
+    ]
+
+
 def build_augmenter(preset: str, seed: int = 0):
     """The augmenter for a preset name (see PRESETS), or None for "none"."""
     import keras
@@ -29,7 +41,7 @@ def build_augmenter(preset: str, seed: int = 0):
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if preset == "none":
         return None
-    layers = _flip_translate(seed)
+    layers = _flip_shift2(seed) if preset == "flip_shift2" else _flip_translate(seed)
     if preset == "randaugment":
         layers = [layers[0], keras.layers.RandAugment(value_range=(0, 255), seed=seed + 2)]
     mixer = None

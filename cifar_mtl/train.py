@@ -248,8 +248,14 @@ def _compile(model, config: TrainConfig, lr: float, total_steps: int, warmup_ste
         losses["animal"] = keras.losses.BinaryCrossentropy()
         metrics["animal"] = [keras.metrics.MeanMetricWrapper(_binary_accuracy, name="accuracy")]
         weights["animal"] = config.animal_loss_weight
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            learning_rate=schedule, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay),
+        optimizer=optimizer,
         loss=losses,
         loss_weights=weights,
         metrics=metrics,
@@ -390,13 +396,15 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _Cance
     train_idx, val_idx = stratified_split(data.y_train, config.val_split, config.seed, config.train_subset)
     log(f"{len(train_idx)} training, {len(val_idx)} validation, {len(data.y_test)} test images")
 
-    from cifar_mtl.model import build_model
+    from cifar_mtl.model import build_model, init_whitening
 
     policy, strategy = setup_keras(config)
     train_ds, val_ds, steps = build_datasets(config, data, train_idx, val_idx)
     plan = stages(config)
     with strategy.scope():
         model = build_model(config)
+    if config.backbone == "airbench" and config.train_from_scratch:
+        init_whitening(model, data.x_train[train_idx])
     log(f"model {model.name}: {model.count_params():,} parameters, precision {policy}, stages {plan}")
     callback = make_run_callback(folder, [(s, e) for s, e, _ in plan], steps, config.progress_interval, cancel, log)
     done = 0
@@ -438,21 +446,30 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _Cance
     return metrics
 
 
-def predict_arrays(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Run `model` on uint8 images (N, 32, 32, 3); return probs (N, 10) and animal (N,) or None."""
+def predict_arrays(model, images: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray | None]:
+    """Run `model` on uint8 images (N, 32, 32, 3); return probs (N, 10) and animal (N,) or None.
+
+    tta "flip" averages the probabilities of each image and its mirror image.
+    """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices(images).batch(PREDICT_BATCH)
-    ds = ds.map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    out = model.predict(ds, verbose=0)
-    animal = out.get("animal")
-    return np.asarray(out["class"]), None if animal is None else np.asarray(animal).reshape(-1)
+    views = [images, images[:, :, ::-1, :]] if tta == "flip" else [images]
+    probs, animal = [], []
+    for view in views:
+        ds = tf.data.Dataset.from_tensor_slices(np.ascontiguousarray(view)).batch(PREDICT_BATCH)
+        ds = ds.map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
+        out = model.predict(ds.prefetch(tf.data.AUTOTUNE), verbose=0)
+        probs.append(np.asarray(out["class"], dtype=np.float64))
+        if "animal" in out:
+            animal.append(np.asarray(out["animal"], dtype=np.float64).reshape(-1))
+    mean_animal = np.mean(animal, axis=0).astype(np.float32) if animal else None
+    return np.mean(probs, axis=0).astype(np.float32), mean_animal
 
 
 def write_predictions(folder: Path, model, config: TrainConfig, x_test, y_test, log=print) -> dict:
     """Write predictions.parquet for the test set; return the summary metrics (not yet saved)."""
     t0 = time.time()
-    probs, animal = predict_arrays(model, x_test)
+    probs, animal = predict_arrays(model, x_test, config.tta)
     table = predictions_table(probs, y_test, animal)
     runs.atomic_write_parquet(folder / runs.PREDICTIONS_FILE, table)
     metrics = summary_metrics(table)
@@ -461,6 +478,7 @@ def write_predictions(folder: Path, model, config: TrainConfig, x_test, y_test, 
         backbone=config.backbone,
         label_smoothing=config.label_smoothing,
         animal_label_smoothing=config.animal_eps if config.multitask else None,
+        tta=config.tta,
         predict_seconds=round(time.time() - t0, 2),
         versions=_versions(),
         git_commit=_git_commit(),
@@ -474,6 +492,9 @@ def predict_run(run_id: str, home_dir=None) -> dict:
     import keras
 
     from cifar_mtl.data import fingerprint, load_test_set, resolve_source
+    from cifar_mtl.model import shift_layer_class
+
+    shift_layer_class()  # registers the airbench layer with Keras before loading
 
     folder = runs.run_dir(run_id, home_dir)
     config = make_config(runs.load_config(run_id, home_dir))

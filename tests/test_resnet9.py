@@ -22,7 +22,7 @@ def test_outputs_match_the_efficientnet_heads(variant):
 
 
 def test_backbone_key_refuses_unknown_names_and_imagenet():
-    with pytest.raises(ConfigError, match="backbone: 'resnet50' is not one of efficientnetv2b1, resnet9"):
+    with pytest.raises(ConfigError, match="backbone: 'resnet50' is not one of efficientnetv2b1, resnet9, airbench"):
         make_config({"backbone": "resnet50"})
     with pytest.raises(ConfigError, match="'imagenet' exists only for efficientnetv2b1"):
         make_config({"backbone": "resnet9", "weights": "imagenet"})
