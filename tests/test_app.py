@@ -292,15 +292,20 @@ def test_no_runs_leads_to_getting_started(tmp_path, monkeypatch):
         assert any("no complete run" in m for m in texts(at.info)), page
 
 
-def test_quick_demo_submits_both_variants_of_the_quick_config(fx, monkeypatch):
+@pytest.mark.parametrize("gpu, demo", [(False, "cpu_fast_demo.json"), (True, "cpu_quick.json")])
+def test_quick_demo_submits_both_variants_of_the_quick_config(fx, monkeypatch, gpu, demo):
+    from cifar_mtl import config as config_module
     from cifar_mtl import jobs
     from cifar_mtl.config import load_config_file
 
+    monkeypatch.setattr(config_module, "has_gpu", lambda: gpu)
     submitted = []
     monkeypatch.setattr(jobs.JobRunner, "submit", lambda self, config, run_id=None: submitted.append(config) or len(submitted))
     at = open_app("getting_started")
+    assert any(demo in m.value for m in at.markdown)
     at.button[0].click().run()
-    quick = load_config_file(APP.parent / "configs" / "cpu_quick.json").to_dict()
+    quick = load_config_file(APP.parent / "configs" / demo).to_dict()
+    assert (quick["backbone"] == "airbench") == (not gpu)
     assert [c["variant"] for c in submitted] == ["single", "multitask"]
     for config in submitted:
         assert {k: v for k, v in config.items() if k not in ("variant", "name")} == {

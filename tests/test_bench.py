@@ -210,3 +210,19 @@ def test_entry_point_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, timeout=60,
                             cwd=root)
     assert result.returncode == 0 and "--only" in result.stdout and "--json" in result.stdout
+
+
+def test_fast_bench_lists_recorded_airbench_runs_only(tmp_path):
+    from bench.bench_fast import recorded_rows
+
+    for run, backbone, seconds, accuracy in [("fast-a", "airbench", 1800.0, 0.935), ("slow", "resnet9", 60.0, 0.8),
+                                             ("fast-b", "airbench", 4000.0, 0.91)]:
+        folder = tmp_path / run
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps({"backbone": backbone, "seconds": seconds, "accuracy": accuracy}))
+        (folder / "config.json").write_text(json.dumps({"variant": "single", "finetune_epochs": 12}))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metrics.json").write_text("{not json")
+    rows = recorded_rows(tmp_path)
+    assert [r["name"].split()[2].rstrip(":") for r in rows] == ["fast-a", "fast-a", "fast-b", "fast-b"]
+    assert [(r["value"], r["ok"]) for r in rows] == [(30.0, True), (93.5, True), (4000 / 60, False), (91.0, False)]
