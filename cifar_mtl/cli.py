@@ -1,4 +1,4 @@
-"""`python -m cifar_mtl ...`: train, predict, list runs, export reviews, rank mislabels, run jobs.
+"""`python -m cifar_mtl ...`: train, predict, list runs, compare two runs, export reviews, rank mislabels, run jobs.
 
 Exit codes: 0 done, 1 failed, 2 bad arguments or configuration, 130 cancelled.
 """
@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--top", type=int, help="keep the N most suspect images")
     m.add_argument("--method", default="normalized_margin", choices=["normalized_margin", "self_confidence"])
     m.add_argument("--out", help="output file (default: <home>/exports/...)")
+
+    c = sub.add_parser("compare", help="two runs on the same test images: intervals, McNemar's exact test")
+    c.add_argument("--run", required=True, action="append", help="run id: give it twice, A then B")
 
     j = sub.add_parser("jobs", help="retrain jobs: submit, list, show, cancel, logs", add_help=False)
     j.add_argument("rest", nargs=argparse.REMAINDER)
@@ -76,6 +79,8 @@ def _dispatch(args) -> int:
 
             print(write_mislabels_csv(args.run, top=args.top, method=args.method, out=args.out))
             return EXIT_OK
+        if args.command == "compare":
+            return _compare(args.run)
         if args.command == "jobs":
             from cifar_mtl.jobs import main as jobs_main
 
@@ -106,6 +111,18 @@ def _train(args) -> int:
         f"run {run_id}: test accuracy {metrics['accuracy']:.4f}, "
         f"cross-group errors {metrics['cross_group_errors']}, {metrics['seconds'] / 60:.1f} min"
     )
+    return EXIT_OK
+
+
+def _compare(run_ids: list[str]) -> int:
+    from cifar_mtl.compare import compare_runs, summary_text
+    from cifar_mtl.runs import load_predictions
+
+    if len(run_ids) != 2:
+        print(f"error: compare takes exactly two runs (--run A --run B), got {len(run_ids)}", file=sys.stderr)
+        return EXIT_USAGE
+    a, b = (load_predictions(r) for r in run_ids)
+    print(summary_text(compare_runs(a, b), *run_ids))
     return EXIT_OK
 
 

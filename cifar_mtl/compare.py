@@ -172,3 +172,19 @@ def _category_counts(a: pd.DataFrame, b: pd.DataFrame, tags: pd.DataFrame) -> pd
          for name, df in (("a", a), ("b", b))},
         index=pd.Index(cats, name="category"),
     )
+
+
+def summary_text(c: Comparison, name_a: str = "A", name_b: str = "B") -> str:
+    """A few lines of plain text for a `Comparison`: both accuracies with their intervals,
+    cross-group errors, the difference with fixed/broken counts and McNemar's p-value."""
+    lines = []
+    for label, name, acc, (low, high), cross in [
+        ("A", name_a, c.accuracy_a, c.ci_a, c.cross_group_a),
+        ("B", name_b, c.accuracy_b, c.ci_b, c.cross_group_b),
+    ]:
+        lines.append(f"{label} {name}: accuracy {acc:.2%} (95% CI {low:.2%}-{high:.2%}), cross-group errors {cross:,}")
+    lines.append(
+        f"B - A: {c.difference * 100:+.2f} points on {c.n:,} images; B fixed {c.n_fixed:,}, "
+        f"broke {c.n_broken:,}; McNemar exact p = {c.p_value:.2g}"
+    )
+    return "\n".join(lines)

@@ -195,6 +195,25 @@ def test_cli_export_and_mislabels(reviewed, home, tmp_path):
     assert len(pd.read_csv(out)) == 7
 
 
+def test_cli_compare_prints_intervals_and_mcnemar(home):
+    from cifar_mtl.compare import compare_runs
+    from cifar_mtl.runs import load_predictions
+
+    make_fake_run("ca", n=300, seed=1)
+    make_fake_run("cb", n=300, seed=2)
+    c = compare_runs(load_predictions("ca"), load_predictions("cb"))
+    done = run_cli(home, "compare", "--run", "ca", "--run", "cb")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith(f"A ca: accuracy {c.accuracy_a:.2%} (95% CI {c.ci_a[0]:.2%}-")
+    assert f"cross-group errors {c.cross_group_b}" in lines[1]
+    assert f"B fixed {c.n_fixed}, broke {c.n_broken}; McNemar exact p = {c.p_value:.2g}" in lines[2]
+    done = run_cli(home, "compare", "--run", "ca")
+    assert done.returncode == 2 and "exactly two runs" in done.stderr
+    done = run_cli(home, "compare", "--run", "ca", "--run", "gone")
+    assert done.returncode == 1 and "gone" in done.stderr
+
+
 def test_cli_reports_a_missing_run(home):
     done = run_cli(home, "export", "--run", "nope")
     assert done.returncode == 1
