@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from cifar_mtl import jobs, runs, ui
-from cifar_mtl.config import AUGMENTATIONS, POOLINGS, VARIANTS
+from cifar_mtl.config import AUGMENTATIONS, BACKBONES, FIELDS, OPTIMIZERS, POOLINGS, TTA_MODES, VARIANTS
 
 KEY = "rt_"  # prefix of this page's widget keys
 DEFAULTS = "(defaults)"
@@ -37,6 +37,8 @@ NUMBERS = {
     "weight_decay": ("Weight decay", "lr", None),
     "warmup_epochs": ("Warmup epochs", "float", None),
     "progress_interval": ("Progress every (s)", "float", None),
+    "resnet_width": ("ResNet-9 width", "int", "resnet9 only: channels of its first stage."),
+    "momentum": ("SGD momentum", "float", "Nesterov momentum; used when the optimizer is sgd."),
 }
 ZERO_MEANS_NONE = ("finetune_blocks", "train_subset")
 STEPS = {"int": (1, "%d"), "float": (0.01, "%.3f"), "lr": (1e-4, "%.1e")}
@@ -70,9 +72,12 @@ def load_source(runner_home, source: str) -> None:
 
 
 def form_values() -> dict:
-    """The TrainConfig values the form holds now (blank/0 fields mapped to None)."""
+    """The TrainConfig values the form holds now (blank/0 fields mapped to None).
+
+    Fields without a widget keep the value the source run had.
+    """
     s = st.session_state
-    values = {f: s[KEY + f] for f in ("variant", "augment", "pooling", "mixed_precision", "name", "backbone")}
+    values = {f: s[KEY + f] for f in FIELDS if KEY + f in s}
     for field in NUMBERS:
         values[field] = s[KEY + field]
     for field in ZERO_MEANS_NONE:
@@ -138,6 +143,9 @@ def form(runner: jobs.JobRunner, table: pd.DataFrame) -> None:
         st.radio("Variant", VARIANTS, key=KEY + "variant", horizontal=True,
                  help="multitask adds the animal/vehicle head")
         problem_note("variant", problems)
+        choice("backbone", "Backbone", BACKBONES, problems,
+               help="efficientnetv2b1 is the method's; resnet9 and airbench are small nets for CPUs "
+                    "(configs/cpu_fast.json: airbench reaches 93% in under an hour on 2 cores)")
         choice("weights", "Weights", WEIGHT_CHOICES, problems)
         if st.session_state[KEY + "weights"] == "local file":
             st.text_input("Weights file", key=KEY + "weights_path", placeholder="/path/to/model.weights.h5")
@@ -167,11 +175,13 @@ def form(runner: jobs.JobRunner, table: pd.DataFrame) -> None:
             problem_note("data_dir", problems)
             number("val_split", problems)
         with middle:
-            for field in ("dropout", "weight_decay", "warmup_epochs"):
+            choice("optimizer", "Optimizer", OPTIMIZERS, problems)
+            for field in ("momentum", "dropout", "weight_decay", "warmup_epochs", "resnet_width"):
                 number(field, problems)
         with right:
             choice("pooling", "Pooling", POOLINGS, problems)
             choice("mixed_precision", "Mixed precision", ("auto", "on", "off"), problems)
+            choice("tta", "Test-time augmentation", TTA_MODES, problems)
             number("progress_interval", problems)
             st.text_input("Run id (empty: name-date-random)", key=KEY + "run_id")
             problem_note("run_id", problems)

@@ -102,6 +102,29 @@ def test_clone_change_submit_and_a_bad_data_path_fails_visibly(runner, home, tmp
     assert f"Failed: DataError: {tmp_path / 'missing-cifar'}" in shown and "does not exist" in shown
 
 
+def test_cloning_a_fast_backbone_run_keeps_its_recipe(runner, home):
+    from cifar_mtl.config import load_config_file
+
+    recipe = load_config_file(Path(PAGE).parent.parent / "configs" / "cpu_fast.json").to_dict()
+    make_fake_run("fast-run", home, n=20)
+    folder = run_dir("fast-run", home)
+    atomic_write_json(folder / "config.json", {**recipe, "finetune_epochs": 2})
+    at = page(run_id="fast-run", reviewer="ada")
+    assert at.selectbox(key="rt_backbone").value == "airbench"
+    assert at.selectbox(key="rt_optimizer").value == "sgd"
+    assert at.selectbox(key="rt_tta").value == "flip"
+    at.number_input(key="rt_finetune_epochs").set_value(3).run()
+    at.button(key="rt_submit").click().run()
+    assert "queued" in texts(at.success), texts(at.error)
+    job = runner.get(int(runner.list_jobs(refresh=False).loc[0, "id"]), refresh=False)
+    # Everything but the changed field is the source run's recipe, shown or not.
+    assert {k: v for k, v in job["config"].items() if k != "finetune_epochs"} == {
+        k: v for k, v in recipe.items() if k != "finetune_epochs"
+    }
+    assert job["config"]["finetune_epochs"] == 3
+    runner.cancel(int(job["id"]), grace=2)
+
+
 def test_running_job_shows_progress_metrics_log_and_cancels(runner, home):
     # A stand-in worker held at a chosen point of training: a real one cannot be paused.
     job_id = runner.submit({"finetune_epochs": 2}, run_id="held")
