@@ -34,6 +34,7 @@ done = table["complete"].astype(bool)
 view = pd.DataFrame(
     {
         "run": table["run_id"],
+        "backbone": table["backbone"],
         "variant": table["variant"],
         "label smoothing": table["label_smoothing"],
         "epochs": table["epochs"],

@@ -72,6 +72,7 @@ def test_overview_lists_every_run_with_its_figures(fx):
         expected = load_predictions(run_id)["correct"].mean()
         shown = runs_shown.loc[runs_shown["run"] == run_id, "accuracy"].iloc[0]
         assert shown == pytest.approx(expected)
+    assert set(runs_shown["backbone"]) == {"efficientnetv2b1"}
     # the newest run is under review by default
     assert at.sidebar.selectbox(key=ui.RUN_KEY).value == "multi-b"
     preds = load_predictions("multi-b")
