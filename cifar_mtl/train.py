@@ -404,7 +404,7 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _Cance
     with strategy.scope():
         model = build_model(config)
     if config.backbone == "airbench" and config.train_from_scratch:
-        init_whitening(model, data.x_train[train_idx])
+        init_whitening(model, data.x_train[train_idx[:5000]])
     log(f"model {model.name}: {model.count_params():,} parameters, precision {policy}, stages {plan}")
     callback = make_run_callback(folder, [(s, e) for s, e, _ in plan], steps, config.progress_interval, cancel, log)
     done = 0
