@@ -8,7 +8,10 @@ both heads see one consistent mixture.
 
 from __future__ import annotations
 
+import numpy as np
+
 PRESETS = ("none", "flip_translate", "flip_shift2", "randaugment", "mixup", "cutmix")
+TTA_MODES = ("none", "flip", "flip_shift")
 
 
 def _flip_translate(seed: int):
@@ -31,6 +34,26 @@ def _flip_shift2(seed: int):
             2 / 32, 2 / 32, fill_mode="reflect", interpolation="nearest", seed=seed + 1
         ),
     ]
+
+
+def tta_views(images, mode: str = "none") -> list:
+    """The views of uint8 images (N, H, W, 3) whose predictions test-time augmentation averages.
+
+    "none": the images; "flip": they and their mirrors; "flip_shift": those two and each
+    shifted one pixel up-left and one down-right (reflected edges), six views in all:
+    airbench's level-2 test-time augmentation.
+    """
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {mode!r}; choose one of {', '.join(TTA_MODES)}")
+    views = [images]
+    if mode in ("flip", "flip_shift"):
+        views.append(images[:, :, ::-1, :])
+    if mode == "flip_shift":
+        h, w = images.shape[1:3]
+        for image in views[:2]:
+            padded = np.pad(image, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+            views += [padded[:, :h, :w], padded[:, 2 : h + 2, 2 : w + 2]]
+    return views
 
 
 def build_augmenter(preset: str, seed: int = 0):

@@ -449,11 +449,13 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _Cance
 def predict_arrays(model, images: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray | None]:
     """Run `model` on uint8 images (N, 32, 32, 3); return probs (N, 10) and animal (N,) or None.
 
-    tta "flip" averages the probabilities of each image and its mirror image.
+    `tta` (see `augment.tta_views`) averages the probabilities over views of each image.
     """
     import tensorflow as tf
 
-    views = [images, images[:, :, ::-1, :]] if tta == "flip" else [images]
+    from cifar_mtl.augment import tta_views
+
+    views = tta_views(images, tta)
     probs, animal = [], []
     for view in views:
         ds = tf.data.Dataset.from_tensor_slices(np.ascontiguousarray(view)).batch(PREDICT_BATCH)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar_mtl.augment import build_augmenter
+from cifar_mtl.augment import build_augmenter, tta_views
 from cifar_mtl.config import ConfigError, load_config_file, make_config
 from cifar_mtl.model import WHITEN_LAYER, backbone, build_model, init_whitening, set_stage, shift_layer_class, whitening_kernel
 from cifar_mtl.synthetic import write_fake_cifar
@@ -32,7 +32,7 @@ def test_config_refuses_bad_fast_settings():
         make_config({"backbone": "airbench", "weights": "imagenet"})
     with pytest.raises(ConfigError, match="optimizer: 'lamb' is not one of adamw, sgd"):
         make_config({"optimizer": "lamb"})
-    with pytest.raises(ConfigError, match="tta: 'ten_crop' is not one of none, flip"):
+    with pytest.raises(ConfigError, match="tta: 'ten_crop' is not one of none, flip, flip_shift"):
         make_config({"tta": "ten_crop"})
     with pytest.raises(ConfigError, match="momentum: 1.0 must be in"):
         make_config({"momentum": 1})
@@ -110,6 +110,23 @@ def test_flip_tta_averages_an_image_and_its_mirror():
     assert np.allclose(averaged, (plain + mirrored) / 2, atol=1e-6)
 
 
+def test_flip_shift_tta_views_are_the_image_its_mirror_and_their_one_pixel_shifts():
+    images = np.arange(2 * 32 * 32 * 3, dtype=np.int64).reshape(2, 32, 32, 3).astype(np.uint8)
+    views = tta_views(images, "flip_shift")
+    assert len(views) == 6 and all(v.shape == images.shape for v in views)
+    plain, mirror, up_left, down_right, mirror_up_left, mirror_down_right = views
+    assert np.array_equal(mirror, images[:, :, ::-1])
+    # up-left: content moves one pixel down-right, the first row/column reflected from the second
+    assert np.array_equal(up_left[:, 1:, 1:], images[:, :-1, :-1])
+    assert np.array_equal(up_left[:, 0, 1:], images[:, 1, :-1])
+    assert np.array_equal(down_right[:, :-1, :-1], images[:, 1:, 1:])
+    assert np.array_equal(mirror_up_left[:, 1:, 1:], mirror[:, :-1, :-1])
+    assert np.array_equal(mirror_down_right[:, :-1, :-1], mirror[:, 1:, 1:])
+    assert len(tta_views(images, "none")) == 1 and len(tta_views(images, "flip")) == 2
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'ten_crop'"):
+        tta_views(images, "ten_crop")
+
+
 def test_flip_shift2_moves_whole_pixels_at_most_two():
     augment = build_augmenter("flip_shift2", seed=3)
     ramp = np.tile(np.arange(32, dtype="float32")[None, :, None] * 8, (32, 1, 3))  # value = 8 * column
@@ -124,13 +141,13 @@ def test_flip_shift2_moves_whole_pixels_at_most_two():
 def test_tiny_end_to_end_run_and_reload(tmp_path):
     data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=20, n_test=20)
     config = make_config({**FAST, "data_dir": str(data_dir), "finetune_epochs": 1, "batch_size": 16,
-                          "val_split": 0.0, "augment": "flip_shift2", "finetune_lr": 0.5, "tta": "flip"})
+                          "val_split": 0.0, "augment": "flip_shift2", "finetune_lr": 0.5, "tta": "flip_shift"})
     metrics = train(config, "fast", home_dir=tmp_path / "home")
     folder = tmp_path / "home/runs/fast"
     assert json.loads((folder / "status.json").read_text())["state"] == "succeeded"
     table = pd.read_parquet(folder / "predictions.parquet")
     assert len(table) == 20 and table["animal_prob"].notna().all()
-    assert (metrics["backbone"], metrics["tta"]) == ("airbench", "flip")
+    assert (metrics["backbone"], metrics["tta"]) == ("airbench", "flip_shift")
     # The saved model (with its custom shift layer) reloads and predicts the same table.
     again = predict_run("fast", home_dir=tmp_path / "home")
     assert np.allclose(pd.read_parquet(folder / "predictions.parquet")["prob_0"], table["prob_0"], atol=1e-5)
