@@ -13,6 +13,7 @@ and `write_predictions`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -378,9 +379,14 @@ def compile_stage(model, config: TrainConfig, stage: str, epochs: int, lr: float
     """Make `stage`'s weights trainable and compile `model` for `epochs` of `steps` steps at peak rate `lr`."""
     from cifar_mtl.model import set_stage
 
+    import keras
+
     set_stage(model, stage, config.finetune_blocks, freeze_batchnorm=not config.train_from_scratch)
-    strategy = _strategy() if strategy is None else strategy
-    with strategy.scope():
+    if keras.backend.backend() == "tensorflow":
+        scope = (_strategy() if strategy is None else strategy).scope()
+    else:  # tf.distribute exists only for TensorFlow; other backends (JAX for bench_seed) compile as is
+        scope = contextlib.nullcontext()
+    with scope:
         # Trainable weights are fixed at compile(): recompile after changing them.
         _compile(model, config, lr, epochs * steps, int(config.warmup_epochs * steps))
 
