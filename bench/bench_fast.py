@@ -79,7 +79,7 @@ def demo_rows(tmp: Path) -> list[dict]:
     return [
         _row(f"minutes to train and predict configs/{DEMO_CONFIG.name} ({config.finetune_epochs} epochs, "
              f"{config.variant})", minutes, "min"),
-        _row(f"  its test accuracy (flip TTA), reached in {minutes:.1f} min", metrics["accuracy"] * 100, "%"),
+        _row(f"  its test accuracy ({config.tta} TTA), reached in {minutes:.1f} min", metrics["accuracy"] * 100, "%"),
     ]
 
 

@@ -32,7 +32,7 @@ class TrainConfig:
     # what to train
     variant: str = "multitask"  # "single" or "multitask" (adds the `animal` head)
     # or, for CPUs and from scratch: "resnet9" (a small residual net) or "airbench" (the
-    # airbench94 net: the fastest to 93% here, see configs/cpu_fast.json)
+    # airbench94 net: the most accurate in an hour on 2 CPU cores, see configs/cpu_fast.json)
     backbone: str = "efficientnetv2b1"
     resnet_width: int = 64  # resnet9 only: channels of its first stage (then x2, x4, x8)
     weights: str = "none"  # "none", "imagenet" or a path to a local .weights.h5 / .h5 file

@@ -80,7 +80,7 @@ st.markdown(
 From a terminal instead:
 
 ```bash
-python -m cifar_mtl train --config configs/cpu_fast.json         # 93% on 2 CPU cores, multitask
+python -m cifar_mtl train --config configs/cpu_fast.json         # ~35 min on 2 CPU cores, multitask
 python -m cifar_mtl train --config configs/cpu_fast_single.json  # the same, single-task
 python -m cifar_mtl train --config configs/cpu_quick.json        # EfficientNetV2B1, a few epochs
 ```

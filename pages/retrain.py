@@ -145,7 +145,7 @@ def form(runner: jobs.JobRunner, table: pd.DataFrame) -> None:
         problem_note("variant", problems)
         choice("backbone", "Backbone", BACKBONES, problems,
                help="efficientnetv2b1 is the method's; resnet9 and airbench are small nets for CPUs "
-                    "(configs/cpu_fast.json: airbench reaches 93% in under an hour on 2 cores)")
+                    "(configs/cpu_fast.json: airbench reaches 91% in about 35 minutes on 2 cores)")
         choice("weights", "Weights", WEIGHT_CHOICES, problems)
         if st.session_state[KEY + "weights"] == "local file":
             st.text_input("Weights file", key=KEY + "weights_path", placeholder="/path/to/model.weights.h5")
