@@ -112,7 +112,7 @@ def test_cloning_a_fast_backbone_run_keeps_its_recipe(runner, home):
     at = page(run_id="fast-run", reviewer="ada")
     assert at.selectbox(key="rt_backbone").value == "airbench"
     assert at.selectbox(key="rt_optimizer").value == "sgd"
-    assert at.selectbox(key="rt_tta").value == "flip"
+    assert at.selectbox(key="rt_tta").value == recipe["tta"] == "flip_shift"
     at.number_input(key="rt_finetune_epochs").set_value(3).run()
     at.button(key="rt_submit").click().run()
     assert "queued" in texts(at.success), texts(at.error)
