@@ -33,6 +33,7 @@ from bench.bench_training import _row
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "seed_finetune.json"
+TRAIN_IMAGES = 50_000  # CIFAR-10's training set, before the config's validation split
 
 
 def accelerator() -> str | None:
@@ -68,13 +69,11 @@ def settings(quick: bool, gpu: bool) -> dict:
     return {"warm_batches": 5, "batches": 20 if quick else 60}
 
 
-def stage_throughput(model, config, stage: str, x, y, s: dict) -> float:
+def stage_throughput(model, config, stage: str, lr: float, x, y, s: dict) -> float:
     """Images per second of `model.fit` in `stage` on the arrays x (N, 32, 32, 3), y (targets dict)."""
     from cifar_mtl.train import compile_stage
 
-    lr = config.frozen_lr if stage == "frozen" else config.finetune_lr
-    # As the ImageNet recipe runs its stages: BatchNorm frozen (in inference mode) in both.
-    compile_stage(model, dataclasses.replace(config, weights="imagenet"), stage, epochs=10, lr=lr, steps=100)
+    compile_stage(model, config, stage, epochs=10, lr=lr, steps=100)
     bs = config.batch_size
     warm = s["warm_batches"] * bs
     model.fit(x[:warm], {k: v[:warm] for k, v in y.items()}, batch_size=bs, epochs=1, verbose=0)
@@ -91,12 +90,12 @@ def run(quick: bool = False) -> list[dict]:
     from cifar_mtl.config import load_config_file
     from cifar_mtl.losses import make_targets
     from cifar_mtl.model import build_model
+    from cifar_mtl.train import precision_policy, stages
 
     device = accelerator()
     config = load_config_file(CONFIG, ["weights=none"])
     keras.utils.set_random_seed(config.seed)
-    # What train.py picks on a GPU: float16 with loss scaling.
-    keras.mixed_precision.set_global_policy("mixed_float16" if device else "float32")
+    keras.mixed_precision.set_global_policy(precision_policy(config, gpu=bool(device)))
     s = settings(quick, bool(device))
     model = build_model(config)
     n = max(s["batches"], s["warm_batches"]) * config.batch_size
@@ -104,14 +103,16 @@ def run(quick: bool = False) -> list[dict]:
     x = rng.integers(0, 256, (n, 32, 32, 3)).astype(np.float32)
     y = make_targets(rng.integers(0, 10, n), config.label_smoothing, config.animal_eps, config.multitask)
     where = f"{device or 'CPU, no accelerator'}, Keras {keras.__version__} on {keras.backend.backend()}"
+    # The stages as the ImageNet recipe runs them: BatchNorm frozen (in inference mode) in both.
+    recipe = dataclasses.replace(config, weights="imagenet")
     rows = []
-    for stage in ("frozen", "finetune"):
-        rate = stage_throughput(model, config, stage, x, y, s)
+    for stage, epochs, lr in stages(recipe):
+        rate = stage_throughput(model, recipe, stage, lr, x, y, s)
         what = "heads on a frozen backbone" if stage == "frozen" else "whole network fine-tuned"
         rows.append(_row(f"seed recipe, {what} ({config.image_size}x{config.image_size}, batch "
                          f"{config.batch_size}, {keras.mixed_precision.global_policy().name}; {where})", rate, "img/s"))
-        epochs = config.frozen_epochs if stage == "frozen" else config.finetune_epochs
-        rows.append(_row(f"  minutes for its {epochs} epochs of 45,000 images", 45_000 * epochs / rate / 60, "min"))
+        images = round(TRAIN_IMAGES * (1 - config.val_split))
+        rows.append(_row(f"  minutes for its {epochs} epochs of {images:,} images", images * epochs / rate / 60, "min"))
     return rows
 
 

@@ -50,8 +50,8 @@ def tta_views(images, mode: str = "none") -> list:
         views.append(images[:, :, ::-1, :])
     if mode == "flip_shift":
         h, w = images.shape[1:3]
-        for image in views[:2]:
-            padded = np.pad(image, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        for batch in views[:2]:
+            padded = np.pad(batch, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
             views += [padded[:, :h, :w], padded[:, 2 : h + 2, 2 : w + 2]]
     return views
 

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from pathlib import Path
 
 import numpy as np
@@ -200,8 +201,20 @@ def _write_history(path: Path, rows: list[dict]) -> None:
     runs.atomic_write_text(path, buf.getvalue())
 
 
+# What `_strategy` gives on backends other than TensorFlow: a scope that does nothing.
+_NO_DISTRIBUTION = types.SimpleNamespace(scope=contextlib.nullcontext)
+
+
 def _strategy():
-    """MultiWorkerMirrored with TF_CONFIG, Mirrored on several GPUs, else the default."""
+    """MultiWorkerMirrored with TF_CONFIG, Mirrored on several GPUs, else the default.
+
+    tf.distribute exists only for TensorFlow; on another Keras backend (JAX for
+    bench_seed on a GPU machine without TensorFlow) models are built and compiled as is.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return _NO_DISTRIBUTION
     import tensorflow as tf
 
     if os.environ.get("TF_CONFIG"):
@@ -211,16 +224,19 @@ def _strategy():
     return tf.distribute.get_strategy()
 
 
+def precision_policy(config: TrainConfig, gpu: bool) -> str:
+    """The Keras dtype policy for `config.mixed_precision` on a machine with or without a GPU."""
+    if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpu):
+        # On these CPUs bf16 trained slower than fp32 at 32x32, so "auto" uses it on GPUs only.
+        return "mixed_float16" if gpu else "mixed_bfloat16"
+    return "float32"
+
+
 def _set_precision(config: TrainConfig) -> str:
     import keras
     import tensorflow as tf
 
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    if config.mixed_precision == "on" or (config.mixed_precision == "auto" and gpu):
-        # On these CPUs bf16 trained slower than fp32 at 32x32, so "auto" uses it on GPUs only.
-        policy = "mixed_float16" if gpu else "mixed_bfloat16"
-    else:
-        policy = "float32"
+    policy = precision_policy(config, gpu=bool(tf.config.list_physical_devices("GPU")))
     keras.mixed_precision.set_global_policy(policy)
     return policy
 
@@ -379,14 +395,9 @@ def compile_stage(model, config: TrainConfig, stage: str, epochs: int, lr: float
     """Make `stage`'s weights trainable and compile `model` for `epochs` of `steps` steps at peak rate `lr`."""
     from cifar_mtl.model import set_stage
 
-    import keras
-
     set_stage(model, stage, config.finetune_blocks, freeze_batchnorm=not config.train_from_scratch)
-    if keras.backend.backend() == "tensorflow":
-        scope = (_strategy() if strategy is None else strategy).scope()
-    else:  # tf.distribute exists only for TensorFlow; other backends (JAX for bench_seed) compile as is
-        scope = contextlib.nullcontext()
-    with scope:
+    strategy = _strategy() if strategy is None else strategy
+    with strategy.scope():
         # Trainable weights are fixed at compile(): recompile after changing them.
         _compile(model, config, lr, epochs * steps, int(config.warmup_epochs * steps))
 

@@ -169,3 +169,29 @@ def test_sigterm_cancels_after_the_current_step(tmp_path):
     status = json.loads((home / "runs/c/status.json").read_text())
     assert status["state"] == "cancelled" and status["finished_at"]
     assert not (home / "runs/c/metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, gpu, policy",
+    [("auto", False, "float32"), ("auto", True, "mixed_float16"), ("on", False, "mixed_bfloat16"),
+     ("on", True, "mixed_float16"), ("off", True, "float32")],
+)
+def test_precision_policy(setting, gpu, policy):
+    from cifar_mtl.config import make_config
+    from cifar_mtl.train import precision_policy
+
+    assert precision_policy(make_config({"mixed_precision": setting}), gpu=gpu) == policy
+
+
+def test_no_tf_distribute_off_tensorflow(monkeypatch):
+    """On another Keras backend (bench_seed on JAX) building and compiling need no tf.distribute."""
+    import keras
+
+    from cifar_mtl import train
+
+    assert train._strategy() is not train._NO_DISTRIBUTION  # TensorFlow here: a real strategy
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    strategy = train._strategy()
+    assert strategy is train._NO_DISTRIBUTION
+    with strategy.scope():
+        pass
