@@ -7,7 +7,7 @@ validation class accuracy is kept. SIGTERM stops after the current step and mark
 the run cancelled; an exception marks it failed with the error.
 
 The steps of `train` are public so that benchmarks time the very same code:
-`setup_keras`, `build_datasets`, `stages`, `compile_stage`, `make_run_callback`
+`setup_keras`, `precision_policy`, `build_datasets`, `stages`, `compile_stage`, `make_run_callback`
 and `write_predictions`.
 """
 
