@@ -28,11 +28,11 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_training import SKIP, Setup, _row, load_data, time_training
+from cifar_mtl.data import TRAIN_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "cpu_fast.json"
 DEMO_CONFIG = ROOT / "configs" / "cpu_fast_demo.json"
-EPOCH = 50_000
 
 
 def settings(quick: bool) -> dict:
@@ -58,7 +58,7 @@ def throughput_rows(data, described: str, s: dict, tmp: Path) -> list[dict]:
         _row("fast backbone, bare model.fit on in-memory arrays", fit["bare"], "img/s"),
         _row(f"fast backbone training ratio path/bare (blocks {fit['spread']})", fit["ratio"], "x", ">= 0.95",
              bool(fit["ratio"] >= 0.95)),
-        _row("fast backbone: minutes per 50,000-image epoch", EPOCH / fit["path"] / 60, "min"),
+        _row("fast backbone: minutes per 50,000-image epoch", TRAIN_SIZE / fit["path"] / 60, "min"),
     ]
     fp32 = load_config_file(CONFIG, ["mixed_precision=off"])
     setup32 = Setup(fp32, data, tmp / "fp32", n_bare)

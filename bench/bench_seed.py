@@ -33,7 +33,6 @@ from bench.bench_training import _row
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "seed_finetune.json"
-TRAIN_IMAGES = 50_000  # CIFAR-10's training set, before the config's validation split
 
 
 def accelerator() -> str | None:
@@ -90,6 +89,7 @@ def run(quick: bool = False) -> list[dict]:
     from cifar_mtl.config import load_config_file
     from cifar_mtl.losses import make_targets
     from cifar_mtl.model import build_model
+    from cifar_mtl.data import TRAIN_SIZE
     from cifar_mtl.train import precision_policy, stages
 
     device = accelerator()
@@ -105,13 +105,13 @@ def run(quick: bool = False) -> list[dict]:
     where = f"{device or 'CPU, no accelerator'}, Keras {keras.__version__} on {keras.backend.backend()}"
     # The stages as the ImageNet recipe runs them: BatchNorm frozen (in inference mode) in both.
     recipe = dataclasses.replace(config, weights="imagenet")
+    images = round(TRAIN_SIZE * (1 - config.val_split))
     rows = []
     for stage, epochs, lr in stages(recipe):
         rate = stage_throughput(model, recipe, stage, lr, x, y, s)
         what = "heads on a frozen backbone" if stage == "frozen" else "whole network fine-tuned"
         rows.append(_row(f"seed recipe, {what} ({config.image_size}x{config.image_size}, batch "
                          f"{config.batch_size}, {keras.mixed_precision.global_policy().name}; {where})", rate, "img/s"))
-        images = round(TRAIN_IMAGES * (1 - config.val_split))
         rows.append(_row(f"  minutes for its {epochs} epochs of {images:,} images", images * epochs / rate / 60, "min"))
     return rows
 

@@ -23,6 +23,7 @@ from cifar_mtl.labels import NUM_CLASSES
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
+TRAIN_SIZE = 50_000  # images in the official training files, before any validation split
 BATCH_DIR = "cifar-10-batches-py"
 TARBALL = "cifar-10-python.tar.gz"
 KERAS_CACHE = Path(os.path.expanduser("~/.keras/datasets")) / BATCH_DIR
