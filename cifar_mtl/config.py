@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cifar_mtl.augment import PRESETS, TTA_MODES
+from cifar_mtl.data import TRAIN_SIZE
 
 VARIANTS = ("single", "multitask")
 BACKBONES = ("efficientnetv2b1", "resnet9", "airbench")
@@ -83,6 +85,16 @@ class TrainConfig:
     def train_from_scratch(self) -> bool:
         return self.weights == "none"
 
+    @property
+    def stage_epochs(self) -> list[tuple[str, int]]:
+        """(stage, epochs) in training order: no frozen stage from scratch, none of 0 epochs."""
+        plan = []
+        if not self.train_from_scratch and self.frozen_epochs > 0:
+            plan.append(("frozen", self.frozen_epochs))
+        if self.finetune_epochs > 0:
+            plan.append(("finetune", self.finetune_epochs))
+        return plan
+
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -97,6 +109,15 @@ def _parse_value(key: str, text: str):
         return text
 
 
+def _shown(value) -> str:
+    """`value` for a message: a 400-digit number is cut to its first digits."""
+    try:
+        text = str(value)
+    except ValueError:  # Python refuses to print whole numbers of over 4,300 digits
+        return "a number of over 4,300 digits"
+    return text if len(text) <= 24 else f"{text[:20]}... ({len(text)} digits)"
+
+
 def _check_type(key: str, value, problems: list) -> object:
     spec = FIELDS[key].type
     optional = "None" in str(spec)
@@ -108,7 +129,15 @@ def _check_type(key: str, value, problems: list) -> object:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{key}: expected a number, got {value!r}")
             return value
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a whole number too large for a float
+            problems.append(f"{key}: {_shown(value)} is too large; give a plain number")
+            return value
+        if not math.isfinite(number):
+            # JSON's Infinity/NaN parse as floats; no setting means anything at either.
+            problems.append(f"{key}: {value} is not a finite number; give a plain number")
+        return number
     if "int" in str(spec):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -118,6 +147,42 @@ def _check_type(key: str, value, problems: list) -> object:
     if "str" in str(spec) and not isinstance(value, str):
         problems.append(f"{key}: expected a string, got {value!r}")
     return value
+
+
+# whole-number field -> (lowest, highest, why the highest): values beyond cannot run.
+WHOLE_BOUNDS = {
+    "image_size": (32, 512, "larger inputs exhaust memory without helping 32x32 images"),
+    "batch_size": (1, 8192, "larger batches do not fit in memory at 32x32 and exceed a stage's steps"),
+    "frozen_epochs": (0, 1000, "longer runs take weeks; train in several runs"),
+    "finetune_epochs": (0, 1000, "longer runs take weeks; train in several runs"),
+    "seed": (0, 2**32 - 1, "NumPy and TensorFlow seeds are 32-bit"),
+    "train_subset": (10, TRAIN_SIZE, f"the training set holds {TRAIN_SIZE:,} images"),
+    "finetune_blocks": (1, 64, "EfficientNetV2B1 has 23 blocks; leave it null for all of them"),
+}
+# number field -> (highest, why); each must also be finite and at least 0. The learning
+# rates' limits depend on the optimizer and are checked on their own.
+NUMBER_BOUNDS = {
+    "animal_loss_weight": (100.0, "a larger weight drowns the class head's loss"),
+    "weight_decay": (1.0, "each step shrinks weights by learning rate x weight decay; above 1 it wipes them out"),
+    "warmup_epochs": (1000.0, "the longest stage allowed"),
+    "progress_interval": (3600.0, "progress.json would look stalled for over an hour"),
+}
+
+
+def _check_warmup(c: TrainConfig, problems: list) -> None:
+    """Warmup restarts in every stage (train.compile_stage), so each stage must reach its peak rate."""
+    if not (isinstance(c.warmup_epochs, float) and math.isfinite(c.warmup_epochs)):
+        return
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (c.frozen_epochs, c.finetune_epochs)):
+        return
+    plan = c.stage_epochs
+    if plan:
+        stage, shortest = min(plan, key=lambda item: item[1])
+        if c.warmup_epochs > shortest:
+            problems.append(
+                f"warmup_epochs: {c.warmup_epochs:g} is longer than the {stage} stage ({shortest} epochs), "
+                f"which would never reach its peak learning rate; use at most {shortest}"
+            )
 
 
 def _check_ranges(c: TrainConfig, problems: list) -> None:
@@ -142,29 +207,34 @@ def _check_ranges(c: TrainConfig, problems: list) -> None:
         problems.append(f"dropout: {c.dropout} must be in [0, 1)")
     if isinstance(c.val_split, float) and not 0.0 <= c.val_split < 0.5:
         problems.append(f"val_split: {c.val_split} must be in [0, 0.5)")
-    for key in ("image_size", "batch_size", "frozen_epochs", "finetune_epochs", "seed", "train_subset", "finetune_blocks"):
+    for key, (low, high, why) in WHOLE_BOUNDS.items():
         v = getattr(c, key)
         if isinstance(v, int) and not isinstance(v, bool):
-            low = {"image_size": 32, "batch_size": 1, "seed": 0, "train_subset": 10, "finetune_blocks": 1}.get(key, 0)
             if v < low:
                 problems.append(f"{key}: {v} must be at least {low}")
-    if isinstance(c.image_size, int) and c.image_size > 512:
-        problems.append(f"image_size: {c.image_size} is larger than 512")
-    for key in ("frozen_lr", "finetune_lr", "animal_loss_weight", "weight_decay", "warmup_epochs", "progress_interval"):
+            elif v > high:
+                problems.append(f"{key}: {_shown(v)} is larger than {high:,} ({why})")
+    for key, (high, why) in NUMBER_BOUNDS.items():
         v = getattr(c, key)
-        if isinstance(v, float) and (v < 0 or v != v):
-            problems.append(f"{key}: {v} must be a non-negative number")
+        if isinstance(v, float) and math.isfinite(v):
+            if v < 0:
+                problems.append(f"{key}: {v} must be a non-negative number")
+            elif v > high:
+                problems.append(f"{key}: {v} is larger than {high:g} ({why})")
+    _check_warmup(c, problems)
     # SGD on BatchNorm networks runs at rates far above AdamW's (airbench: 1.5).
     max_lr = 10.0 if c.optimizer == "sgd" else 1.0
     for key in ("frozen_lr", "finetune_lr"):
         v = getattr(c, key)
-        if isinstance(v, float) and v > max_lr:
+        if isinstance(v, float) and v < 0:
+            problems.append(f"{key}: {v} must be a non-negative number")
+        elif isinstance(v, float) and v > max_lr:
             problems.append(f"{key}: {v} is larger than {max_lr:g} (the limit for optimizer {c.optimizer!r})")
     if c.backbone in ("resnet9", "airbench") and c.weights == "imagenet":
         problems.append(
             f"weights: 'imagenet' exists only for efficientnetv2b1; {c.backbone} trains from 'none' or a local file"
         )
-    if isinstance(c.resnet_width, int) and not 8 <= c.resnet_width <= 256:
+    if isinstance(c.resnet_width, int) and not isinstance(c.resnet_width, bool) and not 8 <= c.resnet_width <= 256:
         problems.append(f"resnet_width: {c.resnet_width} must be in 8..256")
     if isinstance(c.weights, str) and c.weights not in ("none", "imagenet"):
         if not Path(os.path.expanduser(c.weights)).is_file():

@@ -281,12 +281,8 @@ def _compile(model, config: TrainConfig, lr: float, total_steps: int, warmup_ste
 
 def stages(config: TrainConfig) -> list[tuple[str, int, float]]:
     """(stage, epochs, learning rate) in order; no frozen stage when training from scratch."""
-    plan = []
-    if not config.train_from_scratch and config.frozen_epochs > 0:
-        plan.append(("frozen", config.frozen_epochs, config.frozen_lr))
-    if config.finetune_epochs > 0:
-        plan.append(("finetune", config.finetune_epochs, config.finetune_lr))
-    return plan
+    rates = {"frozen": config.frozen_lr, "finetune": config.finetune_lr}
+    return [(stage, epochs, rates[stage]) for stage, epochs in config.stage_epochs]
 
 
 def _versions() -> dict:

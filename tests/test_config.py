@@ -68,3 +68,60 @@ def test_config_file_errors_name_the_file(tmp_path):
 def test_shipped_configs_are_valid(name, variant):
     config = load_config_file(PROJECT_ROOT / "configs" / f"{name}.json", [f"variant={variant}"])
     assert config.variant == variant
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"finetune_epochs": 2, "warmup_epochs": 4},  # issue 12: never reaches the peak rate
+        {"weights": "imagenet", "frozen_epochs": 1, "finetune_epochs": 5, "warmup_epochs": 2},  # warmup restarts per stage
+    ],
+)
+def test_warmup_longer_than_a_stage_is_refused(values):
+    with pytest.raises(ConfigError) as err:
+        make_config(values)
+    [line] = str(err.value).splitlines()[1:]
+    assert line.strip().startswith("warmup_epochs: ") and "peak learning rate" in line and "at most" in line
+
+
+def test_warmup_as_long_as_the_shortest_stage_is_accepted():
+    assert make_config({"finetune_epochs": 2, "warmup_epochs": 2}).warmup_epochs == 2.0
+    # from scratch there is no frozen stage, so its epoch count does not bound warmup
+    assert make_config({"frozen_epochs": 1, "finetune_epochs": 5, "warmup_epochs": 3}).warmup_epochs == 3.0
+
+
+@pytest.mark.parametrize("key", ["weight_decay", "warmup_epochs", "animal_loss_weight", "progress_interval",
+                                 "finetune_lr", "dropout", "label_smoothing", "momentum", "val_split"])
+@pytest.mark.parametrize("text", ["Infinity", "-Infinity", "NaN"])
+def test_non_finite_numbers_are_refused(key, text):
+    with pytest.raises(ConfigError, match=f"{key}: .* is not a finite number"):
+        make_config({}, [f"{key}={text}"])
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({"seed": 2**32}, "seed: 4294967296 is larger than 4,294,967,295 (NumPy and TensorFlow seeds are 32-bit)"),
+        ({"batch_size": 99999999999}, "batch_size: 99999999999 is larger than 8,192"),
+        ({"finetune_epochs": 10**6}, "finetune_epochs: 1000000 is larger than 1,000"),
+        ({"train_subset": 60000}, "train_subset: 60000 is larger than 50,000 (the training set holds 50,000 images)"),
+        ({"finetune_blocks": 500}, "finetune_blocks: 500 is larger than 64"),
+        ({"image_size": 513}, "image_size: 513 is larger than 512"),
+        ({"weight_decay": 2.0}, "weight_decay: 2.0 is larger than 1"),
+        ({"animal_loss_weight": 1e9}, "animal_loss_weight: 1000000000.0 is larger than 100"),
+        ({"progress_interval": 1e9}, "progress_interval: 1000000000.0 is larger than 3600"),
+        ({"seed": 10**400}, "seed: 10000000000000000000... (401 digits) is larger than"),
+        ({"warmup_epochs": 10**400}, "warmup_epochs: 10000000000000000000... (401 digits) is too large"),
+        ({"resnet_width": 10**6}, "resnet_width: 1000000 must be in 8..256"),
+    ],
+)
+def test_every_number_has_an_upper_bound(values, expected):
+    with pytest.raises(ConfigError) as err:
+        make_config(values)
+    assert expected in str(err.value)
+
+
+def test_largest_values_that_can_run_are_accepted():
+    config = make_config({"seed": 2**32 - 1, "batch_size": 8192, "train_subset": 50_000, "weight_decay": 1.0,
+                          "progress_interval": 3600})
+    assert config.seed == 2**32 - 1 and config.batch_size == 8192
