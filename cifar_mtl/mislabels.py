@@ -21,6 +21,10 @@ RANK_COLUMNS = [
 _NAMES = np.array(CLASS_NAMES, dtype=object)
 
 
+class NoPredictionsError(ValueError):
+    """A predictions table has no rows, so there is nothing to rank."""
+
+
 def average_probabilities(preds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Average the class probabilities of one or several runs over the same test images.
 
@@ -62,6 +66,9 @@ def rank_mislabels(preds, method: str = "normalized_margin", top: int | None = N
         prob_label, prob_suggested]. `suggested` is the class with the highest
         (averaged) probability; `quality` is in [0, 1], lower = more likely wrong.
         Ties are broken by index.
+
+    Raises:
+        NoPredictionsError (a ValueError): the table has no rows.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -70,6 +77,11 @@ def rank_mislabels(preds, method: str = "normalized_margin", top: int | None = N
     from cleanlab.rank import get_label_quality_scores  # slow import, kept off app start-up
 
     index, labels, probs = average_probabilities(preds)
+    if not len(labels):  # cleanlab would fail with "min() arg is an empty sequence"
+        raise NoPredictionsError(
+            "the predictions table has no rows, so there are no test images to rank; rewrite the run's "
+            "predictions with `python -m cifar_mtl predict --run RUN_ID`, or pick a run with predictions"
+        )
     rows = np.arange(len(labels))
     quality = get_label_quality_scores(labels, probs, method=method)
     order = np.lexsort((index, quality))

@@ -6,6 +6,7 @@ import pytest
 from cleanlab.rank import get_label_quality_scores
 
 from cifar_mtl.mislabels import (
+    NoPredictionsError,
     without_judged,
     RANK_COLUMNS,
     corrected_accuracy,
@@ -74,6 +75,18 @@ def test_runs_that_do_not_match_are_refused(preds):
         rank_mislabels([preds, relabelled])
     with pytest.raises(ValueError, match="no predictions"):
         rank_mislabels([])
+
+
+@pytest.mark.parametrize("method", ["normalized_margin", "self_confidence"])
+def test_an_empty_predictions_table_is_a_clear_error(preds, method):
+    empty = preds.iloc[:0]
+    for tables in (empty, [empty, empty]):
+        with pytest.raises(NoPredictionsError, match="has no rows.*python -m cifar_mtl predict") as err:
+            rank_mislabels(tables, method=method, top=5)
+        assert isinstance(err.value, ValueError)
+    fresh = predictions_table(np.zeros((0, 10), np.float32), np.zeros(0, np.int64))
+    with pytest.raises(NoPredictionsError):
+        rank_mislabels(fresh)
 
 
 def verdicts(rows):
