@@ -6,9 +6,40 @@ Exit codes: 0 done, 1 failed, 2 bad arguments or configuration, 130 cancelled.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import numbers
+import os
+import re
 import sys
+import tempfile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+MISSING = "-"
+ELLIPSIS = "..."  # ASCII: a terminal or pipe without UTF-8 must not turn a listing into a traceback
+MISLABEL_ROWS = 10
+
+# Lines TensorFlow (2.16+) writes through absl while it loads, before it reads
+# TF_CPP_MIN_LOG_LEVEL: the absl banner, info/warning lines (oneDNN, CUDA stubs), and
+# cuInit's complaint on a machine without a GPU driver. Everything else is kept.
+_TF_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:.]+ +\d+ \S+\] "
+    r"|E\d{4} [\d:.]+ +\d+ \S+\] failed call to cuInit"
+)
+
+
+class UsageError(Exception):
+    """A bad command-line argument (exit code 2). The message says what to do instead."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,13 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="error-category CSV of a run's reviewed images")
     e.add_argument("--run", required=True)
     e.add_argument("--long", action="store_true", help="one row per review event")
-    e.add_argument("--out", help="output file (default: <home>/exports/...)")
+    e.add_argument("--out", help="output file in an existing folder (default: <home>/exports/...)")
 
     m = sub.add_parser("mislabels", help="test images ranked by label quality (cleanlab)")
     m.add_argument("--run", required=True, action="append", help="run id; repeat to combine runs")
-    m.add_argument("--top", type=int, help="keep the N most suspect images")
+    m.add_argument("--top", type=_positive_int, help="keep the N most suspect images")
     m.add_argument("--method", default="normalized_margin", choices=["normalized_margin", "self_confidence"])
-    m.add_argument("--out", help="output file (default: <home>/exports/...)")
+    m.add_argument("--out", help="output file in an existing folder (default: <home>/exports/...)")
 
     c = sub.add_parser("compare", help="two runs on the same test images: intervals, McNemar's exact test")
     c.add_argument("--run", required=True, action="append", help="run id: give it twice, A then B")
@@ -62,33 +93,89 @@ def _dispatch(args) -> int:
         if args.command == "train":
             return _train(args)
         if args.command == "predict":
-            from cifar_mtl.train import predict_run
-
-            metrics = predict_run(args.run)
-            print(f"run {args.run}: accuracy {metrics['accuracy']:.4f} on {metrics['n_test']} test images")
-            return EXIT_OK
+            return _predict(args.run)
         if args.command == "runs":
             return _runs()
         if args.command == "export":
-            from cifar_mtl.export import write_error_csv
-
-            print(write_error_csv(args.run, long=args.long, out=args.out))
-            return EXIT_OK
+            return _export(args)
         if args.command == "mislabels":
-            from cifar_mtl.export import write_mislabels_csv
-
-            print(write_mislabels_csv(args.run, top=args.top, method=args.method, out=args.out))
-            return EXIT_OK
+            return _mislabels(args)
         if args.command == "compare":
             return _compare(args.run)
         if args.command == "jobs":
             from cifar_mtl.jobs import main as jobs_main
 
             return jobs_main(args.rest)
-    except (ConfigError, RunError, SchemaError, ReviewError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, RunError, SchemaError, ReviewError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")
+
+
+# --- runs named on the command line ----------------------------------------------------
+
+
+def check_runs_exist(run_ids: list[str]) -> None:
+    """Raise UsageError unless every id is valid and names a run folder under the home.
+
+    Done before loading anything, so an unknown run does not read as a run with a
+    missing file, and no TensorFlow start-up precedes the message.
+    """
+    from cifar_mtl.runs import run_dir, runs_root
+
+    for run_id in run_ids:
+        try:
+            folder = run_dir(run_id)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if not folder.is_dir():
+            raise UsageError(
+                f"no run named {run_id!r} under {runs_root()}; "
+                "`python -m cifar_mtl runs` lists the runs (set CIFAR_MTL_HOME for another artifacts home)"
+            )
+
+
+# --- TensorFlow start-up -------------------------------------------------------------
+
+
+def drop_tf_noise(text: str) -> str:
+    """`text` without TensorFlow's start-up notices (see `_TF_NOISE`); errors and tracebacks stay."""
+    return "".join(ln for ln in text.splitlines(keepends=True) if not _TF_NOISE.match(ln))
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras without their start-up notices on stderr.
+
+    Sets TF_CPP_MIN_LOG_LEVEL to 2 unless the user chose a level. TensorFlow writes
+    its loading notices before it reads that variable, so they are caught on file
+    descriptor 2 while it loads and dropped; anything else written then is passed on.
+    A user who sets the level to 0 or 1 sees everything.
+    """
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules or level in ("0", "1"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401  (loads TensorFlow)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # where cuInit complains on a machine without a GPU
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            sys.stderr.write(drop_tf_noise(captured.read().decode("utf-8", errors="replace")))
+            sys.stderr.flush()
+
+
+# --- commands ------------------------------------------------------------------------
 
 
 def _train(args) -> int:
@@ -99,6 +186,7 @@ def _train(args) -> int:
     config = load_config_file(args.config, args.set)
     run_id = validate_run_id(args.run_id) if args.run_id else new_run_id(config.name)
     print(f"run {run_id}", flush=True)
+    import_tensorflow_quietly()
     try:
         metrics = train(config, run_id, progress_bar=not args.no_progress_bar)
     except TrainingCancelled:
@@ -114,13 +202,51 @@ def _train(args) -> int:
     return EXIT_OK
 
 
+def _predict(run_id: str) -> int:
+    check_runs_exist([run_id])
+    import_tensorflow_quietly()
+    from cifar_mtl.train import predict_run
+
+    metrics = predict_run(run_id)
+    print(f"run {run_id}: accuracy {metrics['accuracy']:.4f} on {metrics['n_test']} test images")
+    return EXIT_OK
+
+
+def _export(args) -> int:
+    from cifar_mtl.export import export_error_csv
+
+    check_runs_exist([args.run])
+    path, n_rows = export_error_csv(args.run, long=args.long, out=args.out)
+    print(path)
+    if n_rows == 0:
+        # Still a file: a script expecting one gets the header; the person gets told why it is empty.
+        what = "review events" if args.long else "reviews"
+        print(f"note: run {args.run} has no {what} yet, so {path.name} holds only the header row; "
+              "tag or note its errors in the app (streamlit run app.py) and export again", file=sys.stderr)
+    return EXIT_OK
+
+
+def _mislabels(args) -> int:
+    from cifar_mtl.export import export_mislabels_csv
+
+    check_runs_exist(args.run)
+    path, ranked = export_mislabels_csv(args.run, top=args.top, method=args.method, out=args.out)
+    print(path)
+    print()
+    print(mislabels_table(ranked))
+    return EXIT_OK
+
+
 def _compare(run_ids: list[str]) -> int:
     from cifar_mtl.compare import compare_runs, summary_text
     from cifar_mtl.runs import load_predictions
 
     if len(run_ids) != 2:
-        print(f"error: compare takes exactly two runs (--run A --run B), got {len(run_ids)}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"compare takes exactly two runs (--run A --run B), got {len(run_ids)}")
+    if run_ids[0] == run_ids[1]:
+        raise UsageError(f"compare needs two different runs, got {run_ids[0]!r} twice; "
+                         "`python -m cifar_mtl runs` lists the runs")
+    check_runs_exist(run_ids)
     a, b = (load_predictions(r) for r in run_ids)
     print(summary_text(compare_runs(a, b), *run_ids))
     return EXIT_OK
@@ -133,6 +259,98 @@ def _runs() -> int:
     if df.empty:
         print(f"no runs under {home() / 'runs'}")
         return EXIT_OK
-    cols = ["run_id", "state", "variant", "label_smoothing", "epochs", "accuracy", "cross_group_errors", "started_at", "problem"]
-    print(df[cols].to_string(index=False))
+    print(runs_table(df))
     return EXIT_OK
+
+
+# --- terminal tables -------------------------------------------------------------------
+
+
+def is_missing(value) -> bool:
+    """None, NaN, pd.NA or NaT (False for anything that is not a single value)."""
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def cell_text(value) -> str:
+    """A value as terminal text: missing as "-", whole floats as integers, runs of whitespace as one space."""
+    if is_missing(value):
+        return MISSING
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+    return " ".join(str(value).split())
+
+
+def clip(text: str, width: int | None) -> str:
+    """`text` cut to `width` characters, ending in an ellipsis when cut."""
+    if width is None or len(text) <= width:
+        return text
+    return text[: max(width - len(ELLIPSIS), 0)] + ELLIPSIS
+
+
+def short_time(value) -> str:
+    """An ISO time from `now_iso()` as 'YYYY-mm-dd HH:MM' (other text unchanged, missing "-")."""
+    if is_missing(value):
+        return MISSING
+    try:
+        return _dt.datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S%z").strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return cell_text(value)
+
+
+def percent(value) -> str:
+    return f"{float(value):.2%}"
+
+
+def format_table(df, headers: dict[str, str], formats: dict | None = None, widths: dict | None = None) -> str:
+    """The `headers` columns of `df` as aligned plain text, one header line then one line per row.
+
+    Args:
+        headers: column -> header text, in display order.
+        formats: column -> function(value) -> str for present values (missing ones show "-").
+        widths: column -> most characters; longer cells end in an ellipsis.
+
+    Columns holding only numbers are right-aligned, others left-aligned.
+    """
+    formats, widths = formats or {}, widths or {}
+    columns = []
+    for col, head in headers.items():
+        values = list(df[col])
+        fmt = formats.get(col, cell_text)
+        cells = [MISSING if is_missing(v) else clip(fmt(v), widths.get(col)) for v in values]
+        present = [v for v in values if not is_missing(v)]
+        numeric = bool(present) and all(isinstance(v, numbers.Number) and not isinstance(v, bool)
+                                        for v in present)
+        width = max([len(head), *map(len, cells)])
+        align = str.rjust if numeric else str.ljust
+        columns.append([align(head, width)] + [align(c, width) for c in cells])
+    return "\n".join("  ".join(row).rstrip() for row in zip(*columns))
+
+
+def runs_table(df) -> str:
+    """`list_runs()` as a terminal table: accuracy in percent, missing values as "-", problems cut short."""
+    headers = {"run_id": "run", "state": "state", "variant": "variant", "label_smoothing": "smoothing",
+               "epochs": "epochs", "accuracy": "accuracy", "cross_group_errors": "cross-group errors",
+               "started_at": "started", "problem": "problem"}
+    return format_table(df, headers, formats={"accuracy": percent, "started_at": short_time},
+                        widths={"run_id": 40, "problem": 60})
+
+
+def mislabels_table(ranked, rows: int = MISLABEL_ROWS) -> str:
+    """The top `rows` of a mislabel ranking (with its `rank` column) as a terminal table."""
+    if ranked.empty:
+        return "no images to rank"
+    top = ranked.head(rows)
+    headers = {"rank": "rank", "index": "image", "label_name": "given label",
+               "suggested_name": "suggested label", "quality": "label quality"}
+    title = f"Most suspect labels ({len(top)} of {len(ranked):,}, lowest label quality first):"
+    return title + "\n" + format_table(top, headers, formats={"quality": lambda v: f"{float(v):.4f}"})

@@ -3,14 +3,16 @@
 Files are UTF-8 with a header row. Text cells a spreadsheet would run as a formula
 (starting with =, +, -, @, tab or carriage return) get a leading apostrophe;
 numeric columns are written as numbers, negative ones included, since a number
-cannot carry a formula.
+cannot carry a formula. Files get the user's usual mode (0o666 less the umask).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import numbers
+import os
 import re
 import time
 from pathlib import Path
@@ -170,25 +172,62 @@ def _stamp() -> str:
 
 
 def _out_path(out, home_dir, stem: str) -> Path:
+    """Where an export goes: `out` in an existing folder, else a stamped file under `<home>/exports/`.
+
+    The home's exports folder is made when missing; any other missing folder is refused,
+    since silently making one hides a typo in the path.
+    """
     from cifar_mtl.runs import home
 
-    if out is not None:
-        path = Path(out)
-        if path.is_dir():
-            raise ValueError(f"--out {path} is a folder; give a file name ending in .csv")
-        return path
-    return home(home_dir) / "exports" / f"{stem}-{_stamp()}.csv"
+    exports = home(home_dir) / "exports"
+    if out is None:
+        return exports / f"{stem}-{_stamp()}.csv"
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a file name ending in .csv")
+    folder = path.parent
+    if not folder.is_dir() and folder.resolve() != exports.resolve():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ValueError(f"--out {path}: {folder} {what}; create it first (mkdir -p {folder}) "
+                         "or give a file in an existing folder")
+    return path
 
 
-def write_error_csv(run_id: str, *, long: bool = False, out=None, home_dir=None,
-                    store: ReviewStore | None = None) -> Path:
-    """Write a run's error-category CSV (or with `long=True` its review events).
+def write_user_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically, with the mode a new file of the user's gets.
 
-    Default path `<home>/exports/<run_id>-errors[-long]-<YYYYmmdd-HHMMSS>.csv`. Uses
-    `store`, else the home's review database. Returns the written path.
+    A temporary file beside `path` is renamed into place, so a reader never sees half
+    a file. It is created with mode 0o666, which the kernel cuts by the umask (0644
+    under umask 022): a temp-file helper would make it 0600, unreadable to the
+    colleagues and tools an export is meant for. OSError becomes a ValueError
+    naming the file.
     """
-    from cifar_mtl.runs import atomic_write_bytes, load_predictions
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc}; "
+                         "choose a file in a folder you can write to (--out)") from exc
 
+
+def export_error_csv(run_id: str, *, long: bool = False, out=None, home_dir=None,
+                     store: ReviewStore | None = None) -> tuple[Path, int]:
+    """`write_error_csv`, also returning the number of data rows (0: nothing reviewed yet)."""
+    from cifar_mtl.runs import load_predictions
+
+    path = _out_path(out, home_dir, f"{run_id}-errors{'-long' if long else ''}")  # refuse a bad --out first
     preds = load_predictions(run_id, home_dir)
     own = store is None
     store = ReviewStore(default_path(home_dir)) if own else store
@@ -197,9 +236,37 @@ def write_error_csv(run_id: str, *, long: bool = False, out=None, home_dir=None,
     finally:
         if own:
             store.close()
-    path = _out_path(out, home_dir, f"{run_id}-errors{'-long' if long else ''}")
-    atomic_write_bytes(path, to_csv_bytes(frame))
-    return path
+    write_user_file(path, to_csv_bytes(frame))
+    return path, len(frame)
+
+
+def write_error_csv(run_id: str, *, long: bool = False, out=None, home_dir=None,
+                    store: ReviewStore | None = None) -> Path:
+    """Write a run's error-category CSV (or with `long=True` its review events).
+
+    Default path `<home>/exports/<run_id>-errors[-long]-<YYYYmmdd-HHMMSS>.csv`; `out`
+    must be in an existing folder. Uses `store`, else the home's review database.
+    A run without reviews gets a header-only file. Returns the written path.
+    """
+    return export_error_csv(run_id, long=long, out=out, home_dir=home_dir, store=store)[0]
+
+
+def export_mislabels_csv(run_ids, *, top: int | None = None, method: str = "normalized_margin",
+                         out=None, home_dir=None) -> tuple[Path, pd.DataFrame]:
+    """`write_mislabels_csv`, also returning the ranking it wrote (with its `rank` column)."""
+    from cifar_mtl.mislabels import rank_mislabels
+    from cifar_mtl.runs import load_predictions
+
+    run_ids = [run_ids] if isinstance(run_ids, str) else list(run_ids or [])
+    if not run_ids:
+        raise ValueError("no run given: pass at least one run id (--run ID)")
+    name = run_ids[0] if len(run_ids) == 1 else f"{run_ids[0]}-and-{len(run_ids) - 1}-more"
+    path = _out_path(out, home_dir, f"{name}-mislabels")  # refuse a bad --out before the slow part
+    tables = [load_predictions(r, home_dir) for r in run_ids]
+    ranked = rank_mislabels(tables, method=method, top=top)
+    ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
+    write_user_file(path, to_csv_bytes(ranked))
+    return path, ranked
 
 
 def write_mislabels_csv(run_ids, *, top: int | None = None, method: str = "normalized_margin",
@@ -207,18 +274,7 @@ def write_mislabels_csv(run_ids, *, top: int | None = None, method: str = "norma
     """Write the mislabel ranking of one run, or of several runs' averaged probabilities.
 
     Columns: rank (1 = most suspect) then those of `rank_mislabels`. Default path
-    `<home>/exports/<run_id>[-and-N-more]-mislabels-<YYYYmmdd-HHMMSS>.csv`.
+    `<home>/exports/<run_id>[-and-N-more]-mislabels-<YYYYmmdd-HHMMSS>.csv`; `out`
+    must be in an existing folder.
     """
-    from cifar_mtl.mislabels import rank_mislabels
-    from cifar_mtl.runs import atomic_write_bytes, load_predictions
-
-    run_ids = [run_ids] if isinstance(run_ids, str) else list(run_ids or [])
-    if not run_ids:
-        raise ValueError("no run given: pass at least one run id (--run ID)")
-    tables = [load_predictions(r, home_dir) for r in run_ids]
-    ranked = rank_mislabels(tables, method=method, top=top)
-    ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
-    name = run_ids[0] if len(run_ids) == 1 else f"{run_ids[0]}-and-{len(run_ids) - 1}-more"
-    path = _out_path(out, home_dir, f"{name}-mislabels")
-    atomic_write_bytes(path, to_csv_bytes(ranked))
-    return path
+    return export_mislabels_csv(run_ids, top=top, method=method, out=out, home_dir=home_dir)[0]

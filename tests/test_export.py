@@ -151,6 +151,7 @@ def test_write_error_csv_default_path_and_round_trip(reviewed, home):
     back = pd.read_csv(path, keep_default_na=False)
     assert back["index"].tolist() == [3, 5]
     assert back.loc[0, "notes"] == "ann: =cmd|' /C calc'!A0 | bob: dark, \"blurry\"\nsee ship"
+    (home / "x").mkdir()
     long_path = write_error_csv("r1", long=True, out=home / "x" / "events.csv")
     assert long_path == home / "x" / "events.csv"
     events = list(csv.DictReader(open(long_path, encoding="utf-8", newline="")))
@@ -211,35 +212,56 @@ def test_cli_compare_prints_intervals_and_mcnemar(home):
     done = run_cli(home, "compare", "--run", "ca")
     assert done.returncode == 2 and "exactly two runs" in done.stderr
     done = run_cli(home, "compare", "--run", "ca", "--run", "gone")
-    assert done.returncode == 1 and "gone" in done.stderr
+    assert done.returncode == 2 and "no run named 'gone'" in done.stderr
 
 
 def test_cli_reports_a_missing_run(home):
     done = run_cli(home, "export", "--run", "nope")
-    assert done.returncode == 1
-    assert "nope" in done.stderr and "predictions.parquet is missing" in done.stderr
+    assert done.returncode == 2
+    assert "no run named 'nope'" in done.stderr and "python -m cifar_mtl runs" in done.stderr
+    assert "predictions.parquet" not in done.stderr
     done = run_cli(home, "mislabels", "--run", "nope", "--top", "0")
-    assert done.returncode == 1 and "error:" in done.stderr
+    assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_whole_column_neutralising_matches_neutralise():
-    n = len(AWKWARD) + 1
-    df = pd.DataFrame(
-        {
-            "note": AWKWARD + [None],
-            "mixed": [("a", "b"), 3, "=x", None] + ["-1"] * (n - 4),
-            "at": pd.to_datetime(["2024-01-02T03:04:05.123456", None] * n, utc=True)[:n],
-        }
-    )
-    rows = list(csv.reader(io.StringIO(to_csv_bytes(df).decode("utf-8"), newline="")))[1:]
-    for k, row in enumerate(rows):
-        assert row == [neutralise(df[c][k]) for c in df.columns]
-    assert rows[0][2] == "2024-01-02T03:04:05.123456+00:00" and rows[1][2] == ""
+def test_cli_reports_a_run_without_predictions(home):
+    make_fake_run("half", n=20)
+    (home / "runs" / "half" / "predictions.parquet").unlink()
+    done = run_cli(home, "export", "--run", "half")
+    assert done.returncode == 1 and "predictions.parquet is missing" in done.stderr
 
 
-def test_a_run_without_reviews_exports_an_empty_table(home):
-    make_fake_run("quiet", home, n=50)
-    frame = error_category_frame(load_predictions("quiet"), ReviewStore(), "quiet")
-    assert len(frame) == 0 and "last_review" in frame.columns
-    text = to_csv_bytes(frame).decode("utf-8")
-    assert text.splitlines()[0].startswith("index,")
+def test_an_out_file_needs_an_existing_folder(home, tmp_path):
+    make_fake_run("a", n=50)
+    for write in (write_error_csv, write_mislabels_csv):
+        with pytest.raises(ValueError, match="does not exist; create it first"):
+            write("a", out=tmp_path / "missing" / "x.csv")
+        with pytest.raises(ValueError, match="is a folder"):
+            write("a", out=tmp_path)
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(ValueError, match="is not a folder"):
+        write_error_csv("a", out=tmp_path / "plain" / "x.csv")
+    # The home's own exports folder is made when missing, named or not.
+    assert write_error_csv("a", out=home / "exports" / "named.csv").is_file()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600), (0o002, 0o664)])
+def test_exports_get_the_users_file_mode(home, tmp_path, umask, mode):
+    make_fake_run("a", n=50)
+    old = os.umask(umask)
+    try:
+        paths = [write_error_csv("a"), write_mislabels_csv("a"), write_error_csv("a", out=tmp_path / "e.csv")]
+        paths.append(write_error_csv("a", out=tmp_path / "e.csv"))  # replacing a file gives the same mode
+    finally:
+        os.umask(old)
+    assert [p.stat().st_mode & 0o777 for p in paths] == [mode] * 4
+    assert not list(tmp_path.glob(".*.tmp")) and not list((home / "exports").glob(".*.tmp"))
+
+
+def test_an_unwritable_folder_is_one_clear_error(home):
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc, a folder where not even root can create files")
+    make_fake_run("a", n=50)
+    with pytest.raises(ValueError, match=r"cannot write /proc/x\.csv: .*choose a file in a folder you can write to"):
+        write_error_csv("a", out="/proc/x.csv")
