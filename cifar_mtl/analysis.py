@@ -97,7 +97,12 @@ def values_by_index(index, values) -> dict:
     index = np.asarray(index, dtype=np.int64)
     if not len(index):
         return {}
-    codes, uniques = pd.factorize(np.asarray(values, dtype=object), sort=True)
+    # A pandas column is factorised as it is (Arrow text without a Python str per row).
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.StringDtype):
+        values = values.array
+    else:
+        values = np.asarray(values, dtype=object)
+    codes, uniques = pd.factorize(values, sort=True)
     n = max(len(uniques), 1)
     pairs = np.unique(index * n + codes)  # sorted by index, then by value
     names = list(uniques)
@@ -110,9 +115,10 @@ def values_by_index(index, values) -> dict:
 def image_categories(tags: pd.DataFrame, indices) -> pd.Series:
     """Sorted tuple of distinct categories per image, for `indices` (() when untagged)."""
     indices = np.asarray(indices, dtype=np.int64)
-    wanted = np.isin(tags["index"].to_numpy(np.int64), indices)
-    lookup = values_by_index(tags["index"].to_numpy(np.int64)[wanted],
-                             tags["category"].to_numpy(object)[wanted])
+    index = tags["index"].to_numpy(np.int64)
+    wanted = np.isin(index, indices)
+    # Filter before touching the text column: at a million tags most rows are not shown.
+    lookup = values_by_index(index[wanted], tags["category"][wanted])
     return pd.Series([lookup.get(i, ()) for i in indices.tolist()], dtype=object)
 
 
