@@ -2,7 +2,9 @@
 
 Figures (median wall time of repeated calls, on a real SQLite file in a temp folder):
 filtering and sorting the error table, one tag write, exporting the error-category
-CSV of 10,000 reviewed images, ranking 10,000 images for mislabels.
+CSV of 10,000 reviewed images, ranking 10,000 images for mislabels; then the same
+operations at scale (issue 13 #12): 1,050,000 current tags (15 reviewers x 7
+categories x 10,000 images; 105,000 with --quick), read from the store each time.
 
     python bench/bench_reviews.py [--quick]
 """
@@ -94,7 +96,105 @@ def run(quick: bool = False) -> list[dict]:
         store.close()
 
     rows += _rank_rows(preds, repeats)
+    rows += _scale_rows(quick)
     return rows
+
+
+SCALE_REVIEWERS = 15
+
+
+def _bulk_tags(path, n_reviewers: int, n_images: int) -> None:
+    """Append n_reviewers x categories x n_images tag events in one transaction.
+
+    Generated in SQL: the event indexes and the state triggers are dropped, the
+    rows inserted, then the indexes rebuilt and `review_state` filled by the store's
+    own migration-2 builder, so the file is exactly what the triggers would make.
+    """
+    import sqlite3
+
+    from cifar_mtl import reviews
+
+    bulk = [x for x in reviews._SCHEMA_1 + reviews._SCHEMA_2
+            if x.startswith(("CREATE INDEX", "CREATE TRIGGER review_state"))]
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        for statement in bulk:  # "CREATE INDEX name ..." -> "DROP INDEX name"
+            kind, name = statement.split()[1:3]
+            con.execute(f"DROP {kind} {name}")
+        n_cats = con.execute("SELECT COUNT(*) FROM categories").fetchone()[0]
+        con.execute(
+            "INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action) "
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "SELECT strftime('%Y-%m-%dT%H:%M:%S', 1700000000 + i / 1000, 'unixepoch') || '.' || "
+            "printf('%06d', i % 1000 * 997) || '+00:00', printf('rev%02d', i / (? * ?)), ?, "
+            "i % ?, 'tag', c.name, 'add' "
+            "FROM n JOIN (SELECT name, ROW_NUMBER() OVER (ORDER BY rowid) - 1 AS k FROM categories) c "
+            "ON c.k = (n.i / ?) % ?",
+            (n_reviewers * n_cats * n_images - 1, n_cats, n_images, RUN_ID, n_images, n_images, n_cats),
+        )
+        con.execute("DELETE FROM review_state")
+        for statement in bulk:
+            con.execute(statement)
+        reviews._build_state(con)
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+def _scale_rows(quick: bool) -> list[dict]:
+    """The error table, a tag write and the export at a million current tags."""
+    from cifar_mtl.analysis import error_table
+    from cifar_mtl.export import error_category_frame
+    from cifar_mtl.reviews import ReviewStore
+    from cifar_mtl.runs import load_predictions
+    from cifar_mtl.synthetic import make_fake_run
+
+    n_images = 1_000 if quick else N_IMAGES  # 105,000 or 1,050,000 tags
+    repeats = 3 if quick else 5
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-reviews-scale-") as tmp:
+        home = Path(tmp)
+        make_fake_run(RUN_ID, home_dir=home, n=N_IMAGES, seed=0)
+        preds = load_predictions(RUN_ID, home)
+        path = home / "reviews.sqlite"
+        ReviewStore(path).close()
+        start = time.perf_counter()
+        _bulk_tags(path, SCALE_REVIEWERS, n_images)
+        generate = time.perf_counter() - start
+        store = ReviewStore(path)
+        _fill_store_notes(store, preds, 500)
+        n = len(store.current_tags())
+        rows.append({"name": f"generate {n:,} tags (bulk SQL, one transaction)", "value": generate,
+                     "unit": "s", "target": "-", "ok": None})
+        seconds = _median_seconds(store.current_tags, repeats)
+        rows.append({"name": f"read current_tags() ({n:,} tags)", "value": seconds, "unit": "s",
+                     "target": "-", "ok": None})
+        seconds = _median_seconds(lambda: error_table(preds, store.current_tags(), sort="loss"), repeats)
+        rows.append(_row(f"error table at {n:,} tags (current_tags() + error_table, {N_IMAGES:,} rows)",
+                         seconds, "s", 0.5))
+        seconds = _median_seconds(
+            lambda: error_table(preds, store.current_tags(reviewer="rev03"), tagged=False, reviewer="rev03"),
+            repeats)
+        rows.append(_row(f"reviewer's queue at {n:,} tags (current_tags(reviewer) + error_table)",
+                         seconds, "s", 0.5))
+        picks = iter(np.resize(np.arange(N_IMAGES), repeats * 4).tolist())
+        seconds = _median_seconds(lambda: store.toggle(RUN_ID, next(picks), "context", "rev03"), repeats * 4)
+        rows.append(_row(f"one tag write at {n:,} tags (toggle, committed)", seconds * 1e3, "ms", 20))
+        seconds = _median_seconds(lambda: error_category_frame(preds, store, RUN_ID), repeats)
+        rows.append(_row(f"export frame at {n:,} tags (tags + notes + mislabels, export.error_category_frame)",
+                         seconds, "s", 2))
+        store.close()
+    return rows
+
+
+def _fill_store_notes(store, preds, n_notes: int) -> None:
+    """Some notes and verdicts next to the bulk tags, as in the 10,000-image figures."""
+    index = preds["index"].to_numpy()
+    for i in index[:n_notes]:
+        store.set_note(RUN_ID, int(i), "ann", f"note {i}: cluttered, \"dark\"\n=maybe")
+    for i in index[: n_notes // 5]:
+        store.set_mislabel(RUN_ID, int(i), "bob", "confirmed", int((i + 1) % 10))
 
 
 def _rank_rows(preds, repeats: int) -> list[dict]:
