@@ -1,12 +1,13 @@
 """cifar-mtl error analysis: `streamlit run app.py`.
 
 The entry script: page setup, the shared sidebar (run under review, reviewer,
-data locations) and navigation. Every page is a view in pages/.
+data locations) and navigation. Every page is a view in views/.
 
-Page addresses differ from the file names on purpose: Streamlit treats a
-`pages/` folder as an old-style multipage app until `st.navigation` has run once,
-and an address that matched a file name would then run that page without this
-script (no sidebar, no navigation).
+The views folder is not called `pages/` on purpose: Streamlit treats a `pages/`
+folder next to the entry script as an old-style multipage app on a process's first
+script run, so a deep link opened first showed "Page not found" over the page.
+The favicon is a local file: a Material icon as page icon makes every browser
+fetch it from an outside host.
 """
 
 from pathlib import Path
@@ -18,7 +19,7 @@ from cifar_mtl import runs, ui
 
 ROOT = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="cifar-mtl error analysis", page_icon=":material/grid_view:", layout="wide")
+st.set_page_config(page_title="cifar-mtl error analysis", page_icon=str(ROOT / "assets" / "icon.png"), layout="wide")
 
 try:
     table = ui.run_table()
@@ -29,18 +30,18 @@ has_runs = bool(ui.complete_run_ids(table))
 
 ui.sidebar(table)
 
-start = st.Page("pages/getting_started.py", title="Getting started", icon=":material/rocket_launch:",
+start = st.Page("views/getting_started.py", title="Getting started", icon=":material/rocket_launch:",
                 url_path="start", default=not has_runs)
 analyse = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", url_path="runs", default=has_runs),
-    st.Page("pages/errors.py", title="Errors", icon=":material/grid_view:", url_path="browse"),
-    st.Page("pages/review.py", title="Review", icon=":material/rate_review:", url_path="queue"),
-    st.Page("pages/mislabels.py", title="Mislabels", icon=":material/label_off:", url_path="suspects"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="versus"),
-    st.Page("pages/export.py", title="Export", icon=":material/download:", url_path="csv"),
+    st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", url_path="runs", default=has_runs),
+    st.Page("views/errors.py", title="Errors", icon=":material/grid_view:", url_path="browse"),
+    st.Page("views/review.py", title="Review", icon=":material/rate_review:", url_path="queue"),
+    st.Page("views/mislabels.py", title="Mislabels", icon=":material/label_off:", url_path="suspects"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare:", url_path="versus"),
+    st.Page("views/export.py", title="Export", icon=":material/download:", url_path="csv"),
 ]
 train = [start]
-if (ROOT / "pages" / "retrain.py").exists():
-    train.insert(0, st.Page("pages/retrain.py", title="Retrain", icon=":material/model_training:", url_path="jobs"))
+if (ROOT / "views" / "retrain.py").exists():
+    train.insert(0, st.Page("views/retrain.py", title="Retrain", icon=":material/model_training:", url_path="jobs"))
 
 st.navigation({"Analyse": analyse, "Train": train}).run()

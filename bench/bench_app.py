@@ -62,7 +62,7 @@ def _prepare(root: Path) -> None:
 def _page_rows(at, repeats: int) -> list[dict]:
     rows = []
     for page in PAGES:
-        first = _timed(lambda: at.switch_page(f"pages/{page}.py").run())
+        first = _timed(lambda: at.switch_page(f"views/{page}.py").run())
         if at.exception:
             raise RuntimeError(f"page {page} failed: {at.exception[0].value}")
         again = statistics.median(_timed(at.run) for _ in range(repeats))
@@ -74,7 +74,7 @@ def _page_rows(at, repeats: int) -> list[dict]:
 def _click_rows(at, repeats: int) -> list[dict]:
     rows = []
     for page, key in (("errors", "err_tag_clutter"), ("review", "rev_tag_pose")):
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
         clicks = statistics.median(_timed(lambda: at.button(key=key).click().run()) for _ in range(repeats))
         rows.append(_figure(f"tag click on {page}, full page rerun (AppTest upper bound)", clicks, None))
     return rows
@@ -118,7 +118,7 @@ def run(quick: bool = False) -> list[dict]:
             rows = _page_rows(at, repeats)
             thumbs = ui.test_images()[0]
             before = thumbs.n_encoded
-            at.switch_page("pages/errors.py").run()
+            at.switch_page("views/errors.py").run()
             for _ in range(repeats):
                 at.run()
             rows.append({"name": f"PNG encodings during {repeats} Errors reruns ({before} made on first loads)",

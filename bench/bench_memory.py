@@ -135,8 +135,8 @@ def app_child() -> int:
     at.query_params["reviewer"] = "bench"
     at.run()
     failed = []
-    for page in sorted((ROOT / "pages").glob("*.py")):
-        at.switch_page(f"pages/{page.name}").run()
+    for page in sorted((ROOT / "views").glob("*.py")):
+        at.switch_page(f"views/{page.name}").run()
         if at.exception:
             failed.append(page.stem)
             print(f"page {page.stem} failed: {at.exception[0].value}", flush=True)

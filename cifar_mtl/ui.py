@@ -20,8 +20,8 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import threading
-import traceback
+import re
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,8 @@ import streamlit as st
 from cifar_mtl import runs
 from cifar_mtl.images import DEFAULT_SCALE, Thumbnails
 from cifar_mtl.labels import CLASS_NAMES, IS_ANIMAL, NUM_CLASSES
+
+_LOG = logging.getLogger("cifar_mtl.app")
 
 RUN_KEY = "run_id"
 COMPARE_KEY = "compare_run_id"
@@ -76,6 +78,24 @@ def _known_errors() -> tuple[type, ...]:
     return tuple(known)
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&])")
+
+
+def escape_markdown(text, *, keep_code: bool = False) -> str:
+    """`text` with every markdown character escaped, so data and addresses render as typed.
+
+    Run errors, reviewer names and job fields come from files and the page address;
+    rendered as markdown, `![x](http://host/p.png)` would make every viewer's browser
+    fetch an outside address. With `keep_code`, spans in backticks stay code spans
+    (their content is shown literally anyway): the library's own messages use them.
+    """
+    text = str(text)
+    if not keep_code:
+        return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    parts = re.split(r"(`[^`\n]+`)", text)
+    return "".join(p if k % 2 else _MARKDOWN_SPECIAL.sub(r"\\\1", p) for k, p in enumerate(parts))
+
+
 def error_message(exc: BaseException, context: str | None = None) -> str:
     """One paragraph for the user: what failed and what to do next.
 
@@ -90,16 +110,15 @@ def error_message(exc: BaseException, context: str | None = None) -> str:
         return f"{prefix}{text}. Check the file or the input named here, then reload the page."
     return (
         f"{prefix}unexpected {type(exc).__name__}: {text}. The rest of the app still works; "
-        "the details below help with a bug report."
+        "the server's console has the details for a bug report."
     )
 
 
 def show_error(exc: BaseException, context: str | None = None) -> None:
-    """Render `exc` as an error box (never a bare traceback); details folded away for bugs."""
-    st.error(error_message(exc, context), icon=":material/error:")
+    """Render `exc` as an error box, never a traceback: an unexpected one goes to the server log."""
+    st.error(escape_markdown(error_message(exc, context), keep_code=True), icon=":material/error:")
     if not isinstance(exc, (*_known_errors(), ValueError, OSError)):
-        with st.expander("Technical details"):
-            st.code("".join(traceback.format_exception(exc)), language="text")
+        _LOG.error("%s", context or "unexpected error", exc_info=exc)
 
 
 # --- runs and predictions -------------------------------------------------------------
@@ -180,26 +199,24 @@ def open_run_page(title: str) -> tuple[str, pd.DataFrame]:
 # --- the review store ---------------------------------------------------------------------
 
 
+@st.cache_resource(show_spinner=False)
+def _store(path: str):
+    from cifar_mtl.reviews import ReviewStore
+
+    return ReviewStore(path)
+
+
 def store():
-    """The review database of the artifacts home, one per browser session.
+    """The review database of the artifacts home: one store per process and file.
 
-    Streamlit runs every rerun in a new thread and `ReviewStore` opens one connection
-    per thread, so the session's previous store (and its connection) is closed when a
-    new thread asks: a long session holds one connection, not one per click.
+    The page script, fragment reruns and widget callbacks run on different threads,
+    for every browser tab at once; `ReviewStore` gives each thread its own connection
+    and never closes one another thread may still use, so one shared store serves
+    them all. It is never closed here.
     """
-    from cifar_mtl.reviews import ReviewStore, default_path
+    from cifar_mtl.reviews import default_path
 
-    path = default_path()
-    me = threading.current_thread()
-    held = st.session_state.get("_review_store")
-    if held is not None:
-        thread, kept = held
-        if thread is me and kept.path == path:
-            return kept
-        kept.close()
-    kept = ReviewStore(path)
-    st.session_state["_review_store"] = (me, kept)
-    return kept
+    return _store(str(default_path().resolve()))
 
 
 def store_or_none(context: str = "Review database", *, required: bool = False):
@@ -269,7 +286,8 @@ def images_for(preds: pd.DataFrame) -> Thumbnails | None:
     thumbs, labels, problem = test_images()
     if thumbs is None:
         st.info(
-            f"Images are not shown: {problem}. Tables and charts below still work.",
+            f"Images are not shown. {escape_markdown(problem.rstrip('.'), keep_code=True)}. "
+            "Tables and charts below still work.",
             icon=":material/hide_image:",
         )
         return None
@@ -365,6 +383,8 @@ def sidebar(table: pd.DataFrame) -> None:
     with st.sidebar:
         if ids:
             keep_valid(RUN_KEY, ids)
+            if RUN_KEY not in st.session_state:
+                st.session_state[RUN_KEY] = default_run(table, _last_run_of(reviewer()))
             st.selectbox("Run under review", ids, key=RUN_KEY, format_func=run_label(table))
         else:
             st.caption("No complete run yet.")
@@ -381,10 +401,33 @@ def sidebar(table: pd.DataFrame) -> None:
         if len(problems):
             with st.expander(f"{len(problems)} run(s) need attention", icon=":material/warning:"):
                 for row in problems.itertuples():
-                    st.caption(f"**{row.run_id}** ({row.state or 'no status'}): {row.problem}")
+                    state = escape_markdown(row.state or "no status")
+                    st.caption(f"**{escape_markdown(row.run_id)}** ({state}): {escape_markdown(row.problem)}")
         st.caption(f"Artifacts: `{runs.home().resolve()}`")
         st.caption(f"Test images: {data_source_text()}")
     remember_in_url()
+
+
+def default_run(table: pd.DataFrame, last: str | None = None) -> str | None:
+    """The run a session opens on: `last` (the reviewer's last choice) when it is complete,
+    else the most accurate succeeded run, else the newest complete one."""
+    ids = complete_run_ids(table)
+    if last in ids:
+        return last
+    done = table[table["complete"].astype(bool) & (table["state"] == "succeeded")]
+    if len(done) and done["accuracy"].notna().any():
+        return str(done.loc[done["accuracy"].astype(float).idxmax(), "run_id"])
+    return ids[0] if ids else None
+
+
+def _last_run_of(name: str | None) -> str | None:
+    """The run `name` last recorded a review on, None for a new reviewer or without a database."""
+    if name is None:
+        return None
+    try:
+        return store().last_run(name)
+    except Exception:  # the database has its own message on the pages that need it
+        return None
 
 
 def current_run(table: pd.DataFrame | None = None) -> str | None:
@@ -392,8 +435,7 @@ def current_run(table: pd.DataFrame | None = None) -> str | None:
     run_id = st.session_state.get(RUN_KEY)
     if run_id:
         return run_id
-    ids = complete_run_ids(run_table() if table is None else table)
-    return ids[0] if ids else None
+    return default_run(run_table() if table is None else table, _last_run_of(reviewer()))
 
 
 def require_run(table: pd.DataFrame | None = None) -> str:
@@ -401,7 +443,7 @@ def require_run(table: pd.DataFrame | None = None) -> str:
     run_id = current_run(table)
     if run_id is None:
         st.info("There is no complete run to look at yet.", icon=":material/info:")
-        st.page_link("pages/getting_started.py", label="Getting started: train or import a run", icon=":material/rocket_launch:")
+        st.page_link("views/getting_started.py", label="Getting started: train or import a run", icon=":material/rocket_launch:")
         st.stop()
     return run_id
 
@@ -500,7 +542,10 @@ def filter_kwargs(**overrides) -> dict:
 
 
 def describe_filters(kwargs: dict) -> str:
-    """Short text of the active filters, e.g. 'true cat · predicted dog · untagged'."""
+    """Short markdown of the active filters, e.g. 'true cat · predicted dog · untagged'.
+
+    The reviewer's name comes from the page address, so it is escaped.
+    """
     parts = []
     if kwargs.get("true_class") is not None:
         parts.append(f"true {CLASS_NAMES[kwargs['true_class']]}")
@@ -515,7 +560,7 @@ def describe_filters(kwargs: dict) -> str:
     if kwargs.get("category"):
         parts.append(f"category {kwargs['category']}")
     if kwargs.get("reviewer"):
-        parts.append(f"by {kwargs['reviewer']}")
+        parts.append(f"by {escape_markdown(kwargs['reviewer'])}")
     return " · ".join(parts) or "all errors"
 
 
@@ -629,6 +674,24 @@ def probability_figure(row: dict) -> go.Figure:
     return fig
 
 
+# Counts are whole numbers: no 0.5 ticks on a count axis.
+COUNT_AXIS = {"tickformat": ",d", "rangemode": "tozero"}
+
+
+def comparison_bars(x, values: dict[str, list], *, percent: bool = False, title: str | None = None) -> go.Figure:
+    """Grouped bars, one series per entry of `values` (name -> y values over `x`).
+
+    Class names are long enough to be cut off when plotly tilts them into a small
+    bottom margin, so the axis keeps them upright and the margin grows to fit.
+    """
+    fig = go.Figure([go.Bar(x=list(x), y=list(y), name=name) for name, y in values.items()])
+    yaxis = {"tickformat": ".0%"} if percent else {"title": title or "error images", **COUNT_AXIS}
+    fig.update_layout(barmode="group", height=360, margin={"l": 10, "r": 10, "t": 40, "b": 90},
+                      xaxis={"automargin": True, "tickangle": -35}, yaxis=yaxis,
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
+    return fig
+
+
 def per_class_figure(table: pd.DataFrame, value: str = "accuracy", name: str | None = None) -> go.Figure:
     """Bars per class with the Wilson interval when `ci_low`/`ci_high` are present."""
     error_y = None
@@ -636,7 +699,8 @@ def per_class_figure(table: pd.DataFrame, value: str = "accuracy", name: str | N
         error_y = {"type": "data", "symmetric": False,
                    "array": table["ci_high"] - table[value], "arrayminus": table[value] - table["ci_low"]}
     fig = go.Figure(go.Bar(x=table["name"], y=table[value], error_y=error_y, name=name))
-    fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 10, "b": 10}, yaxis={"tickformat": ".0%"})
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, yaxis={"tickformat": ".0%"},
+                      xaxis={"automargin": True})
     return fig
 
 
@@ -647,10 +711,16 @@ def history_figure(histories: dict[str, pd.DataFrame], metric: str) -> go.Figure
         if metric not in df.columns or df.empty:
             continue
         fig.add_trace(go.Scatter(x=np.arange(1, len(df) + 1), y=df[metric], mode="lines+markers", name=run_id))
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      xaxis={"title": "epoch (all stages)"}, yaxis={"title": metric},
-                      legend={"orientation": "h"})
+    # The legend sits above the plot: below it, it covered the x-axis title.
+    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis={"title": "epoch (all stages)", "dtick": 1 if _max_len(histories) <= 30 else None},
+                      yaxis={"title": metric},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
     return fig
+
+
+def _max_len(histories: dict[str, pd.DataFrame]) -> int:
+    return max((len(df) for df in histories.values()), default=0)
 
 
 def category_figure(counts: pd.DataFrame) -> go.Figure:
@@ -659,8 +729,9 @@ def category_figure(counts: pd.DataFrame) -> go.Figure:
     for name, row in counts.iterrows():
         if row.sum():
             fig.add_trace(go.Bar(x=list(counts.columns), y=row.to_numpy(), name=str(name)))
-    fig.update_layout(barmode="stack", height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      yaxis={"title": "error images"}, legend={"orientation": "h"})
+    fig.update_layout(barmode="stack", height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      yaxis={"title": "error images", **COUNT_AXIS},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
     return fig
 
 

@@ -1,6 +1,5 @@
 """Compare: two runs on the same test images, side by side (e.g. single-task against multitask)."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from cifar_mtl import ui
@@ -13,7 +12,7 @@ table = ui.run_table()
 ids = ui.complete_run_ids(table)
 if len(ids) < 2:
     st.info("Comparing needs two complete runs; there are fewer so far.", icon=":material/info:")
-    st.page_link("pages/getting_started.py", label="Getting started: train both variants",
+    st.page_link("views/getting_started.py", label="Getting started: train both variants",
                  icon=":material/rocket_launch:")
     st.stop()
 
@@ -58,13 +57,10 @@ d[2].metric("Animal/vehicle mix-ups", f"{cmp.cross_group_a:,} → {cmp.cross_gro
 left, right = st.columns(2)
 with left:
     st.markdown("**Accuracy per class**")
-    fig = go.Figure([
-        go.Bar(x=cmp.per_class["name"], y=cmp.per_class["accuracy_a"], name=f"A {run_a}"),
-        go.Bar(x=cmp.per_class["name"], y=cmp.per_class["accuracy_b"], name=f"B {run_b}"),
-    ])
-    fig.update_layout(barmode="group", height=340, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      yaxis={"tickformat": ".0%"}, legend={"orientation": "h"})
-    st.plotly_chart(fig, key="cmp_per_class")
+    per_class = cmp.per_class
+    st.plotly_chart(ui.comparison_bars(per_class["name"], {f"A {run_a}": per_class["accuracy_a"],
+                                                           f"B {run_b}": per_class["accuracy_b"]}, percent=True),
+                    key="cmp_per_class")
 with right:
     st.markdown("**Confusion difference** (B minus A: red cells are more frequent in B)")
     st.plotly_chart(ui.confusion_figure(cmp.confusion_diff, diverging=True), key="cmp_confusion")
@@ -90,9 +86,6 @@ with cat_tab:
     if cmp.categories is None or cmp.categories.empty:
         st.caption("No tagged errors yet: categories appear once images are tagged.")
     else:
-        fig = go.Figure([go.Bar(x=cmp.categories.index, y=cmp.categories[c], name=f"{c.upper()} {r}")
-                         for c, r in (("a", run_a), ("b", run_b))])
-        fig.update_layout(barmode="group", height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                          yaxis={"title": "error images"}, legend={"orientation": "h"})
-        st.plotly_chart(fig, key="cmp_categories")
-        st.dataframe(cmp.categories, width="stretch")
+        named = cmp.categories.rename(columns={"a": f"A {run_a}", "b": f"B {run_b}"})
+        st.plotly_chart(ui.comparison_bars(named.index, named.to_dict("list")), key="cmp_categories")
+        st.dataframe(named, width="stretch")

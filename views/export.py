@@ -53,14 +53,15 @@ def keep_copy() -> None:
     path = runs.home() / "exports" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
     try:
         runs.atomic_write_bytes(path, data)
-        st.session_state["_ex_saved"] = str(path)
+        st.session_state["_ex_saved"] = (stem, str(path))
     except OSError as exc:
         st.session_state["_ex_error"] = ui.error_message(exc, "The copy under the artifacts home failed")
 
 
 st.download_button("Download CSV", data, file_name=f"{stem}.csv", mime="text/csv", on_click=keep_copy,
                    icon=":material/download:", type="primary", key="ex_download")
-if saved := st.session_state.get("_ex_saved"):
+saved_stem, saved = st.session_state.get("_ex_saved") or (None, None)
+if saved_stem == stem:  # a copy of another form or filter is not this file
     st.caption(f"Copy saved: `{saved}`")
 if message := st.session_state.pop("_ex_error", None):
     st.error(message)

@@ -33,7 +33,8 @@ thumbs, _, problem = ui.test_images()
 if thumbs is not None:
     st.success(f"Test images found: {len(thumbs):,} images from {ui.data_source_text()}.", icon=":material/check:")
 else:
-    st.warning(f"Test images are not available: {problem}", icon=":material/hide_image:")
+    # The loader's message already says what is missing and what to set.
+    st.warning(ui.escape_markdown(problem, keep_code=True), icon=":material/hide_image:")
 st.markdown(
     """
 The app never downloads anything by itself. Give it the official **python version** of

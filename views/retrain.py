@@ -113,7 +113,7 @@ def number(field: str, problems: dict, disabled: bool = False) -> None:
 
 def problem_note(field: str, problems: dict) -> None:
     if field in problems:
-        st.error(f"{field}: {problems[field]}", icon=":material/error:")
+        st.error(f"{field}: {ui.escape_markdown(problems[field], keep_code=True)}", icon=":material/error:")
 
 
 def choice(field: str, label: str, options, problems: dict, **kwargs) -> None:
@@ -186,13 +186,13 @@ def form(runner: jobs.JobRunner, table: pd.DataFrame) -> None:
             st.text_input("Run id (empty: name-date-random)", key=KEY + "run_id")
             problem_note("run_id", problems)
     if "" in problems:
-        st.error(problems[""], icon=":material/error:")
+        st.error(ui.escape_markdown(problems[""], keep_code=True), icon=":material/error:")
     if problems:
         st.caption(f"Fix the {len(problems)} problem(s) marked above to submit.")
     st.button("Train", key=KEY + "submit", type="primary", icon=":material/play_arrow:",
               disabled=bool(problems), on_click=submit, args=(runner,))
     if note := st.session_state.pop(KEY + "note", None):
-        (st.success if note[0] == "ok" else st.error)(note[1])
+        (st.success if note[0] == "ok" else st.error)(ui.escape_markdown(note[1], keep_code=True))
 
 
 def submit(runner: jobs.JobRunner) -> None:
@@ -214,7 +214,7 @@ def job_card(runner: jobs.JobRunner, job_id: int) -> None:
     job = runner.get(job_id, refresh=False, log_lines=30)
     state = job["state"]
     with st.container(border=True):
-        by = f" · by {job['submitted_by']}" if job.get("submitted_by") else ""
+        by = f" · by {ui.escape_markdown(job['submitted_by'])}" if job.get("submitted_by") else ""
         st.markdown(f"**Job {job_id}** · `{job['run_id']}` · **{state}**{by} · queued {job['created_at']}")
         progress = job["progress"]
         if state == "running":
@@ -223,9 +223,10 @@ def job_card(runner: jobs.JobRunner, job_id: int) -> None:
         if metrics:
             st.caption("Latest: " + " · ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))))
         if state == "failed":
-            st.error(f"Failed: {job['error']}", icon=":material/error:")
+            st.error(f"Failed: {ui.escape_markdown(job['error'], keep_code=True)}", icon=":material/error:")
         elif state == "cancelled":
-            st.warning(f"Cancelled: {job['error'] or 'by request'}", icon=":material/cancel:")
+            st.warning(f"Cancelled: {ui.escape_markdown(job['error'] or 'by request', keep_code=True)}",
+                       icon=":material/cancel:")
         elif state == "succeeded":
             st.success(f"Finished: run `{job['run_id']}` is in Overview and Compare.", icon=":material/check:")
         if state in ("queued", "running"):
@@ -256,7 +257,7 @@ def job_list(runner: jobs.JobRunner, was_active: bool) -> None:
     if was_active and not active:
         st.rerun()  # a job ended: a full rerun stops the timer and lists the new run
     if note := st.session_state.pop(KEY + "cancel_note", None):
-        st.info(note, icon=":material/info:")
+        st.info(ui.escape_markdown(note, keep_code=True), icon=":material/info:")
     if table.empty:
         st.caption("No jobs yet: the form above queues one.")
         return

@@ -25,7 +25,8 @@ def set_verdict(index: int, verdict: str | None, label_key: str) -> None:
             store.clear_mislabel(run_id, index, name)
         else:
             label = int(st.session_state[label_key]) if verdict == "confirmed" else None
-            store.set_mislabel(run_id, index, name, verdict, label)
+            given = int(preds.loc[preds["index"] == index, "label"].iloc[0])
+            store.set_mislabel(run_id, index, name, verdict, label, given_label=given)
     except Exception as exc:
         st.session_state["_ml_error"] = ui.error_message(exc, f"Verdict on #{index} not saved")
 
@@ -39,7 +40,7 @@ c[1].metric("Accuracy (corrected labels)", f"{acc['corrected_accuracy']:.2%}",
 c[2].metric("Labels corrected", f"{acc['n_corrected']:,}")
 c[3].metric("Verdicts recorded", f"{len(verdicts):,}")
 if message := st.session_state.pop("_ml_error", None):
-    st.error(message)
+    st.error(ui.escape_markdown(message, keep_code=True))
 
 c = st.columns([2, 2, 3])
 method = c[0].selectbox("Ranking", METHODS, key="ml_method", persist_state="session",
@@ -80,7 +81,7 @@ for rank, row in enumerate(ranked.iloc[(page - 1) * PER_PAGE : page * PER_PAGE].
         theirs = verdicts[verdicts["index"] == index]
         if len(theirs):
             info.caption("; ".join(
-                f"{r.reviewer}: {r.verdict}" + ("" if pd.isna(r.suggested_label) else f" → {CLASS_NAMES[int(r.suggested_label)]}")
+                f"{ui.escape_markdown(r.reviewer)}: {r.verdict}" + ("" if pd.isna(r.suggested_label) else f" → {CLASS_NAMES[int(r.suggested_label)]}")
                 for r in theirs.itertuples()
             ))
         if name is None:

@@ -79,16 +79,12 @@ with detail_col:
     st.plotly_chart(ui.probability_figure(row), key="err_probs")
     st.caption(ui.animal_text(row))
 
-    @st.fragment
-    def tag_panel(index: int) -> None:
-        """Tag controls; a click reruns only this panel."""
-        ui.tag_controls(run_id, index, key="err")
+    # Not a fragment: a tag changes the grid's and this view's captions, so the whole page reruns.
+    if tags is not None:
+        ui.tag_controls(run_id, detail, key="err")
         st.markdown("**Tags by every reviewer**")
-        everyone = ui.tags_by_everyone(index)
+        everyone = ui.tags_by_everyone(detail)
         if everyone.empty:
             st.caption("Nobody has tagged this image yet.")
         else:
             st.dataframe(everyone, hide_index=True, width="stretch")
-
-    if tags is not None:
-        tag_panel(detail)

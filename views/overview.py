@@ -10,7 +10,7 @@ st.title("Overview")
 table = ui.run_table()
 if table.empty:
     st.info("No runs in the artifacts home yet.", icon=":material/info:")
-    st.page_link("pages/getting_started.py", label="Getting started", icon=":material/rocket_launch:")
+    st.page_link("views/getting_started.py", label="Getting started", icon=":material/rocket_launch:")
     st.stop()
 
 store = ui.store_or_none()
@@ -30,6 +30,10 @@ def corrected(run_id: str) -> float | None:
     return None if mislabels is None else corrected_accuracy(preds, mislabels)["corrected_accuracy"]
 
 
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
 done = table["complete"].astype(bool)
 view = pd.DataFrame(
     {
@@ -38,8 +42,9 @@ view = pd.DataFrame(
         "variant": table["variant"],
         "label smoothing": table["label_smoothing"],
         "epochs": table["epochs"],
-        "accuracy": table["accuracy"],
-        "corrected accuracy": [corrected(r) if ok else None for r, ok in zip(table["run_id"], done)],
+        # Percent with two decimals in both columns (the percent format rounded them differently).
+        "accuracy": table["accuracy"] * 100,
+        "corrected accuracy": [_percent(corrected(r)) if ok else None for r, ok in zip(table["run_id"], done)],
         "cross-group errors": table["cross_group_errors"],
         "state": table["state"],
         "date": table["finished_at"].fillna(table["started_at"]),
@@ -49,9 +54,9 @@ view = pd.DataFrame(
 st.dataframe(
     view, hide_index=True, width="stretch",
     column_config={
-        "accuracy": st.column_config.NumberColumn(format="percent"),
+        "accuracy": st.column_config.NumberColumn(format="%.2f%%"),
         "corrected accuracy": st.column_config.NumberColumn(
-            format="percent", help="Accuracy when reviewer-confirmed mislabels take the corrected label"),
+            format="%.2f%%", help="Accuracy when reviewer-confirmed mislabels take the corrected label"),
         "label smoothing": st.column_config.NumberColumn(format="%.2f"),
     },
 )
@@ -66,13 +71,23 @@ for run_id in table["run_id"]:
         histories[run_id] = runs.load_history(run_id)
     except runs.RunError as exc:
         st.caption(ui.error_message(exc))
-metrics = sorted({c for h in histories.values() for c in h.columns} - {"stage", "epoch"})
+plotted = {r: h for r, h in histories.items() if not h.empty}
+metrics = sorted({c for h in plotted.values() for c in h.columns} - {"stage", "epoch"})
 if metrics:
     c1, c2 = st.columns([1, 3])
     default = "val_class_accuracy" if "val_class_accuracy" in metrics else metrics[0]
     metric = c1.selectbox("Metric", metrics, index=metrics.index(default), key="ov_metric")
-    shown = c2.multiselect("Runs", list(histories), default=list(histories)[:5], key="ov_runs")
-    st.plotly_chart(ui.history_figure({r: histories[r] for r in shown}, metric), key="ov_history")
+    # Failed and cancelled runs stay pickable, but the chart starts with the runs that finished.
+    finished = set(table.loc[table["state"] == "succeeded", "run_id"])
+    with_metric = [r for r, h in plotted.items() if metric in h.columns]
+    shown = c2.multiselect("Runs", list(plotted), default=[r for r in with_metric if r in finished][:5],
+                           key="ov_runs")
+    st.plotly_chart(ui.history_figure({r: plotted[r] for r in shown}, metric), key="ov_history")
+    missing = [r for r in plotted if metric not in plotted[r].columns]
+    if missing:
+        st.caption(f"Runs without `{metric}`: {', '.join(missing)}. They recorded no such metric "
+                   "(a run with `val_split: 0` has no validation metrics); pick a training metric "
+                   "such as `class_accuracy` to see them.")
 else:
     st.caption("No training history recorded yet.")
 

@@ -1,0 +1,73 @@
+"""The browser suite's fixtures: `streamlit run app.py` on a fixture home, and chromium tabs.
+
+Every tab records the requests it makes: a test fails when any leaves 127.0.0.1, when a
+request fails other than the two known ones below, or when a page shows an exception,
+an unexpected error box or a dialog (`support.assert_clean`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.app_fixture import APP, build_home
+from tests.browser import support
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/browser/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.skipif(
+                not support.CHROMIUM.exists(),
+                reason=f"no chromium at {support.CHROMIUM}; install Debian's chromium or set CHROMIUM"))
+
+
+@pytest.fixture
+def app(tmp_path):
+    """(base url, FixtureHome): a running app over a fresh home of two 200-image runs."""
+    fx = build_home(tmp_path, n=200)
+    port = support.free_port()
+    env = {**os.environ, **fx.env(), "PYTHONPATH": str(APP.parent)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+         "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=APP.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        support.wait_healthy(url, server)
+        yield url, fx
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(support.CHROMIUM), args=support.CHROMIUM_ARGS, headless=True)
+        context = b.new_context(viewport={"width": 1500, "height": 2000}, accept_downloads=True)
+        recorder = support.Requests()
+        context.on("request", recorder.on_request)
+        context.on("requestfailed", recorder.on_failed)
+        context.on("response", recorder.on_response)
+        context.recorder = recorder
+        yield context
+        b.close()
+        recorder.assert_local()
+
+
+@pytest.fixture
+def page(browser):
+    tab = browser.new_page()
+    tab.set_default_timeout(support.WAIT_MS)
+    return tab
