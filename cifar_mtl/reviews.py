@@ -13,8 +13,13 @@ FULL so a committed review survives a killed process):
 - `review_events` is append-only (triggers refuse UPDATE and DELETE). Every change
   is one row: tag add/remove, note set/clear, mislabel set/clear. Removal is an
   event, so history and undo always work.
-- The current state of a key is its latest event; `current_*` derive it with one
-  indexed query, so there is no second copy that could drift.
+- The current state of a key is its latest event. `review_state` (schema version 2)
+  holds it for every active key; triggers on `review_events` keep it in the same
+  transaction as each appended event (tags, tag_many, notes, verdicts, undo alike),
+  so it cannot drift, and `current_*` read it without scanning the events (a
+  million tags in a fraction of a second). Migration 2 builds it from the events.
+- Opening checks the schema itself (tables, columns, triggers), not only the
+  version row, so a foreign file is refused with `SchemaError` up front.
 - `undo(reviewer)` takes the reviewer's latest event that is not an undo and not
   yet undone, and records a new event restoring the key's previous state (the
   undo points at what it undid in `undoes`). Repeated undos walk further back.
@@ -22,8 +27,11 @@ FULL so a committed review survives a killed process):
   of the project (the job table) can keep their own version in the same file.
   A database newer than this code is refused with `SchemaError`.
 
-Streamlit calls from several threads, and tests from several processes: each
-thread (and each process after a fork) gets its own connection.
+One store may be shared by every thread of a process (Streamlit's script threads,
+fragments, callbacks, browser tabs), and tests use several processes: each thread
+(and each process after a fork) gets its own connection, closed only when no call
+is using it (by its thread, or once that thread has died); `close()` is for
+shutdown.
 """
 
 from __future__ import annotations
