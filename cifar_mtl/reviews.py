@@ -411,11 +411,6 @@ class ReviewStore:
         with self._lock:
             return sum(1 for slot in self._slots if not slot.closed)
 
-    def _conn(self) -> sqlite3.Connection:
-        """This thread's connection (kept for callers outside a `_use` block)."""
-        with self._use() as conn:
-            return conn
-
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
