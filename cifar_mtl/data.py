@@ -10,8 +10,11 @@ TensorFlow is imported only by `make_dataset`.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import pickle
+import struct
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -23,7 +26,11 @@ from cifar_mtl.labels import NUM_CLASSES
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
+BATCH_SIZE = 10_000  # images in each official file, training or test
 TRAIN_SIZE = 50_000  # images in the official training files, before any validation split
+# Written by `synthetic.write_fake_cifar` beside its batches: {"n_train_per_batch": n, "n_test": m}.
+# Without it every batch must hold the official 10,000 images.
+SIZES_FILE = "synthetic-sizes.json"
 BATCH_DIR = "cifar-10-batches-py"
 TARBALL = "cifar-10-python.tar.gz"
 KERAS_CACHE = Path(os.path.expanduser("~/.keras/datasets")) / BATCH_DIR
@@ -62,54 +69,128 @@ def resolve_source(data_dir: str | None = None) -> str | None:
     return os.path.expanduser(source) if source else None
 
 
-def _decode_batch(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Unpickle one official batch; return images (N, 32, 32, 3) uint8 and labels (N,)."""
+def _numpy_rebuilder(protocol: int):
+    # NumPy's own array rebuilder (_reconstruct, or _frombuffer at protocol 5), under
+    # whichever module name this NumPy uses: numpy.core in NumPy 1, numpy._core in 2.
+    return np.ndarray.__reduce_ex__(np.zeros(1, np.uint8), protocol)[0]
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol-2 pickles from Python 3 use it: bytes stored as latin-1 text."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected text encoding {encoding!r}")
+    return text.encode("latin-1")
+
+
+# The only globals a CIFAR-10 batch pickle names. The official files (Python 2) need
+# NumPy's array rebuilding; copies written by Python 3 (the synthetic ones included) may
+# name it under NumPy 2's module, use `_frombuffer` (protocol 5) or `_codecs.encode` for
+# bytes (protocol 2). None of these runs code; anything else could, so it is refused.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_rebuilder(2),
+    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_rebuilder(2),
+    ("numpy.core.numeric", "_frombuffer"): lambda: _numpy_rebuilder(5),
+    ("numpy._core.numeric", "_frombuffer"): lambda: _numpy_rebuilder(5),
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    ("_codecs", "encode"): lambda: _latin1_encode,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes, str and uint8 arrays only; refuses every other global."""
+
+    def find_class(self, module, name):
+        allowed = _ALLOWED_GLOBALS.get((module, name))
+        if allowed is None:
+            raise _ForbiddenGlobal(f"{module}.{name}")
+        return allowed()
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside `_ALLOWED_GLOBALS`."""
+
+
+def _unpickle(raw: bytes, name: str):
+    """The object in a batch file, loaded without running anything it names."""
     try:
-        batch = pickle.loads(raw, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        return _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _ForbiddenGlobal as exc:
+        raise DataError(
+            f"{name}: refused: it asks to load {exc}, which an official CIFAR-10 batch never does "
+            "(loading it could run code); the file is not the official one, download it again"
+        ) from None
+
+
+def _decode_batch(raw: bytes, name: str, expected: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unpickle one official batch; return images (N, 32, 32, 3) uint8 and labels (N,).
+
+    `expected` is the number of images the file must hold (None: any).
+    """
+    try:
+        batch = _unpickle(raw, name)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, RecursionError, MemoryError, struct.error) as exc:
         raise DataError(
             f"{name}: cannot be read as a CIFAR-10 batch ({type(exc).__name__}: {exc}); "
             "the file is truncated or corrupt, download it again"
         ) from None
     if not isinstance(batch, dict):
         raise DataError(f"{name}: expected a pickled dict with b'data' and b'labels', got {type(batch).__name__}")
-    keys = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    keys = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "labels" not in keys or "data" not in keys:
         found = sorted(map(str, keys))
         hint = " (this looks like CIFAR-100, not CIFAR-10)" if "fine_labels" in keys else ""
         raise DataError(f"{name}: expected keys 'data' and 'labels', found {found}{hint}")
-    data = np.asarray(keys["data"])
-    labels = np.asarray(keys["labels"])
+    try:
+        data = np.asarray(keys["data"])
+        labels = np.asarray(keys["labels"])
+    except (ValueError, TypeError) as exc:  # ragged or foreign contents
+        raise DataError(f"{name}: 'data' or 'labels' is not an array ({exc}); the file is not a CIFAR-10 batch") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{name}: 'data' is {data.dtype} {data.shape}; expected uint8 (N, 3072)")
     if labels.ndim != 1 or len(labels) != len(data):
         raise DataError(f"{name}: {len(labels)} labels for {len(data)} images; the counts must match")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{name}: labels are {labels.dtype}; expected whole numbers 0..9")
     if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise DataError(f"{name}: labels range {labels.min()}..{labels.max()}; expected 0..9")
+    if expected is not None and len(labels) != expected:
+        why = "an official CIFAR-10 batch holds" if expected == BATCH_SIZE else f"the folder's {SIZES_FILE} says"
+        raise DataError(
+            f"{name}: holds {len(labels):,} images; {why} {expected:,}. "
+            "The file is truncated or not the official one; download it again"
+        )
     # Each row is the R, G and B planes of one 32x32 image.
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
-def _read_folder(folder: Path, names) -> dict[str, bytes]:
+def _read_folder(folder: Path, names, optional=()) -> dict[str, tuple[str, bytes]]:
+    """{name: (path shown in messages, bytes)} for each of `names`, and of `optional` where present."""
     out = {}
-    for name in names:
+    for name in (*names, *optional):
         path = folder / name
         if not path.is_file():
+            if name in optional:
+                continue
             raise DataError(f"{path}: missing; an official {BATCH_DIR} folder holds {', '.join(TRAIN_FILES)} and {TEST_FILE}")
-        out[str(path)] = path.read_bytes()
+        out[name] = (str(path), path.read_bytes())
     return out
 
 
-def _read_tarball(path: Path, names) -> dict[str, bytes]:
+def _read_tarball(path: Path, names, optional=()) -> dict[str, tuple[str, bytes]]:
+    """Like `_read_folder`, from the members of a .tar.gz (matched by their base names)."""
     out = {}
     try:
         with tarfile.open(path, "r:gz") as tar:
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
-            for name in names:
+            for name in (*names, *optional):
                 if name not in members:
+                    if name in optional:
+                        continue
                     raise DataError(f"{path}: has no {name}; expected the official {TARBALL}")
-                out[f"{path}:{members[name].name}"] = tar.extractfile(members[name]).read()
+                out[name] = (f"{path}:{members[name].name}", tar.extractfile(members[name]).read())
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{path}: cannot be read as a .tar.gz ({exc}); the download is truncated or corrupt") from None
     return out
@@ -131,10 +212,36 @@ def _locate(source: str) -> tuple[str, Path]:
     raise DataError(f"{path}: does not exist; set CIFAR10_DIR (or data_dir) to a {BATCH_DIR} folder or {TARBALL}")
 
 
+def _expected_sizes(found: tuple[str, bytes] | None) -> dict[str, int]:
+    """Images each file must hold: the official 10,000, or what a synthetic folder's SIZES_FILE says.
+
+    `found` is (where, bytes) of SIZES_FILE, or None when there is none.
+    """
+    sizes = dict.fromkeys(TRAIN_FILES + (TEST_FILE,), BATCH_SIZE)
+    if found is None:
+        return sizes
+    where, raw = found
+    try:
+        given = json.loads(raw.decode("utf-8"))
+        train, test = given["n_train_per_batch"], given["n_test"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (train, test)):
+            raise ValueError("sizes must be positive whole numbers")
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise DataError(
+            f"{where}: cannot be read ({type(exc).__name__}: {exc}); it should hold "
+            '{"n_train_per_batch": N, "n_test": M}, or be deleted for an official folder'
+        ) from None
+    sizes.update(dict.fromkeys(TRAIN_FILES, train), **{TEST_FILE: test})
+    return sizes
+
+
 def _load_files(source: str, names) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) of each file in `names`, in that order, each checked (see `_decode_batch`)."""
     kind, path = _locate(source)
-    raw = _read_folder(path, names) if kind == "folder" else _read_tarball(path, names)
-    return [_decode_batch(data, name) for name, data in raw.items()]
+    read = _read_folder if kind == "folder" else _read_tarball
+    raw = read(path, names, optional=(SIZES_FILE,))
+    sizes = _expected_sizes(raw.pop(SIZES_FILE, None))
+    return [_decode_batch(raw[name][1], raw[name][0], sizes[name]) for name in names]
 
 
 def _keras_source(allow_download: bool) -> str:

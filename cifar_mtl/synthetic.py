@@ -8,6 +8,7 @@ tarball), so the real loaders read them; the runs follow the run-folder contract
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import tarfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cifar_mtl.data import SIZES_FILE
 from cifar_mtl.labels import CLASS_NAMES, IS_ANIMAL, NUM_CLASSES
 from cifar_mtl.predictions import predictions_table, summary_metrics
 from cifar_mtl.runs import (
@@ -66,8 +68,10 @@ def write_fake_cifar(
 ) -> Path:
     """Write a small dataset in the official layout; return the `cifar-10-batches-py` path.
 
-    Labels cycle through the ten classes so every class is present. With `tar=True`
-    also writes `cifar-10-python.tar.gz` beside the folder (and returns the tarball).
+    Labels cycle through the ten classes so every class is present. The folder also
+    holds `data.SIZES_FILE` with the sizes, without which the loader wants the
+    official 10,000 images per file. With `tar=True` also writes
+    `cifar-10-python.tar.gz` beside the folder (and returns the tarball).
     """
     folder = Path(folder)
     out = folder / BATCH_DIR
@@ -89,6 +93,8 @@ def write_fake_cifar(
     }
     with open(out / "batches.meta", "wb") as f:
         pickle.dump(meta, f, protocol=2)
+    # Tells the loader these batches are small on purpose (official ones hold 10,000 images).
+    (out / SIZES_FILE).write_text(json.dumps({"n_train_per_batch": n_train_per_batch, "n_test": n_test}) + "\n")
     if not tar:
         return out
     tar_path = folder / "cifar-10-python.tar.gz"

@@ -137,3 +137,74 @@ def test_keras_download_cache_is_read_without_downloading(tmp_path, monkeypatch)
     monkeypatch.setattr(data, "KERAS_CACHE", cache)
     ds = load_cifar10(allow_download=False)
     assert ds.source == str(cache) and ds.x_train.shape == (50, 32, 32, 3)
+
+
+class _RunsCommand:
+    """Unpickling this runs a shell command: what a crafted batch file could do."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("where", ["whole file", "inside the dict"])
+@pytest.mark.parametrize("tar", [False, True])
+def test_a_batch_that_would_run_code_is_refused_before_it_runs(tmp_path, where, tar):
+    """Issue 13 #6: the official files are loaded with an unpickler that allows only NumPy arrays."""
+    folder = write_fake_cifar(tmp_path)
+    marker = tmp_path / "pwned"
+    evil = _RunsCommand(f"touch {marker}")
+    payload = evil if where == "whole file" else {b"data": evil, b"labels": [0] * 20}
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(payload, f, protocol=2)
+    source = folder
+    if tar:
+        import tarfile
+        source = tmp_path / "cifar-10-python.tar.gz"
+        with tarfile.open(source, "w:gz") as t:
+            t.add(folder, arcname="cifar-10-batches-py")
+    with pytest.raises(DataError, match=r"test_batch: refused: it asks to load posix\.system.*download it again"):
+        load_test_set(str(source))
+    assert not marker.exists()
+
+
+def test_numpy1_and_protocol5_pickles_still_load(tmp_path):
+    """The official files name numpy.core.multiarray (NumPy 1); Python 3 copies may use protocol 5."""
+    folder = write_fake_cifar(tmp_path, n_test=20)
+    expected = load_test_set(str(folder))
+    with open(folder / "test_batch", "rb") as f:
+        batch = pickle.load(f)
+    raw = pickle.dumps(batch, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"cnumpy.core.multiarray\n_reconstruct" in raw
+    (folder / "test_batch").write_bytes(raw)
+    np.testing.assert_array_equal(load_test_set(str(folder))[0], expected[0])
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=5))
+    np.testing.assert_array_equal(load_test_set(str(folder))[0], expected[0])
+
+
+def test_a_short_batch_in_an_official_looking_folder_is_refused(tmp_path):
+    """Issue 13: a 5-image test_batch loaded as the test set. Without the synthetic
+    writer's sizes file, every batch must hold the official 10,000 images."""
+    folder = write_fake_cifar(tmp_path, n_test=5)
+    assert len(load_test_set(str(folder))[1]) == 5  # the synthetic folder says 5 on purpose
+    (folder / data.SIZES_FILE).unlink()
+    with pytest.raises(DataError, match="test_batch: holds 5 images; an official CIFAR-10 batch holds 10,000"):
+        load_test_set(str(folder))
+
+
+def test_batches_must_hold_what_the_sizes_file_says(tmp_path):
+    folder = write_fake_cifar(tmp_path, n_train_per_batch=20, n_test=20)
+    other = write_fake_cifar(tmp_path / "other", n_train_per_batch=20, n_test=5)
+    (folder / "test_batch").write_bytes((other / "test_batch").read_bytes())
+    with pytest.raises(DataError, match=f"test_batch: holds 5 images; the folder's {data.SIZES_FILE} says 20"):
+        load_cifar10(str(folder))
+
+
+@pytest.mark.parametrize("content", ["{", "[1]", '{"n_train_per_batch": "20", "n_test": 20}', '{"n_test": 20}'])
+def test_a_damaged_sizes_file_is_named(tmp_path, content):
+    folder = write_fake_cifar(tmp_path)
+    (folder / data.SIZES_FILE).write_text(content)
+    with pytest.raises(DataError, match=f"{data.SIZES_FILE}: cannot be read"):
+        load_test_set(str(folder))
