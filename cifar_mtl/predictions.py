@@ -77,38 +77,94 @@ def predictions_table(
     return df
 
 
-def validate_predictions(df: pd.DataFrame) -> pd.DataFrame:
+TEST_SIZE = 10_000  # rows of a run evaluated on the official test set
+SUM_TOLERANCE = 1e-3  # float32 softmax rows sum to 1 within ~1e-6; TTA averages stay as close
+
+
+def validate_predictions(df: pd.DataFrame, expected_rows: int | None = TEST_SIZE) -> pd.DataFrame:
     """Check a predictions table against `SCHEMA`; return it with canonical dtypes.
 
-    Raises ValueError listing every missing column, wrong type and out-of-range value.
+    `expected_rows` is the test set's size (None skips the count check, for tables of
+    a subset). Beyond the columns and types, the values must make sense: labels and
+    predictions 0..9, indices unique in 0..9999, probabilities finite, non-negative and
+    summing to 1 per row, and `pred`, `confidence`, `correct` and `animal` agreeing
+    with the probabilities and labels. Raises ValueError listing every problem.
     """
-    problems = []
-    missing = [c for c in SCHEMA if c not in df.columns]
-    if missing:
-        problems.append(f"is missing columns {missing}")
-    else:
-        for col, dtype in SCHEMA.items():
-            kind = df[col].dtype.kind
-            want = np.dtype(dtype).kind
-            if want == "f" and kind not in "f":
-                problems.append(f"column {col!r} is {df[col].dtype}, expected {dtype}")
-            elif want in "iu" and kind not in "iu":
-                problems.append(f"column {col!r} is {df[col].dtype}, expected {dtype}")
-            elif want == "b" and kind != "b":
-                problems.append(f"column {col!r} is {df[col].dtype}, expected bool")
-        if not problems:
-            for col in ("label", "pred"):
-                bad = ~df[col].between(0, NUM_CLASSES - 1)
-                if bad.any():
-                    problems.append(f"column {col!r} has {int(bad.sum())} values outside 0..9")
-            if df["index"].duplicated().any():
-                problems.append("column 'index' has duplicate test-set indices")
+    problems = _schema_problems(df)
+    if not problems:
+        problems = _value_problems(df, expected_rows)
     if problems:
         raise ValueError("; ".join(problems))
     out = df[list(SCHEMA)].copy()
     for col, dtype in SCHEMA.items():
         out[col] = out[col].astype(dtype)
     return out.reset_index(drop=True)
+
+
+def _schema_problems(df: pd.DataFrame) -> list[str]:
+    missing = [c for c in SCHEMA if c not in df.columns]
+    if missing:
+        return [f"is missing columns {missing}"]
+    problems = []
+    for col, dtype in SCHEMA.items():
+        kind = df[col].dtype.kind
+        want = np.dtype(dtype).kind
+        if want == "f" and kind not in "f":
+            problems.append(f"column {col!r} is {df[col].dtype}, expected {dtype}")
+        elif want in "iu" and kind not in "iu":
+            problems.append(f"column {col!r} is {df[col].dtype}, expected {dtype}")
+        elif want == "b" and kind != "b":
+            problems.append(f"column {col!r} is {df[col].dtype}, expected bool")
+    return problems
+
+
+def _value_problems(df: pd.DataFrame, expected_rows: int | None) -> list[str]:
+    """What is wrong with the values of a table whose columns and types are right."""
+    problems = []
+    if expected_rows is not None and len(df) != expected_rows:
+        problems.append(f"has {len(df):,} rows; the test set has {expected_rows:,} images")
+    classes_ok = True  # `pred` and `label` index the probabilities below
+    for col in ("label", "pred"):
+        bad = ~df[col].between(0, NUM_CLASSES - 1)
+        if bad.any():
+            problems.append(f"column {col!r} has {int(bad.sum())} values outside 0..9")
+            classes_ok = False
+    if df["index"].duplicated().any():
+        problems.append("column 'index' has duplicate test-set indices")
+    if (~df["index"].between(0, TEST_SIZE - 1)).any():
+        problems.append(f"column 'index' has values outside 0..{TEST_SIZE - 1}")
+    probs = df[PROB_COLUMNS].to_numpy(dtype=np.float64)
+    if not np.isfinite(probs).all():
+        problems.append("probabilities include NaN or infinite values")
+    elif (probs < 0).any():
+        problems.append("probabilities include negative values")
+    elif (np.abs(probs.sum(axis=1) - 1.0) > SUM_TOLERANCE).any():
+        problems.append(f"probability rows do not sum to 1 (within {SUM_TOLERANCE:g})")
+    elif classes_ok:
+        problems += _agreement_problems(df, probs)
+    animal = df["animal_prob"].to_numpy(dtype=np.float64)
+    if ((animal < 0) | (animal > 1)).any():  # NaN (single-task) compares False: allowed
+        problems.append("column 'animal_prob' has values outside 0..1")
+    return problems
+
+
+def _agreement_problems(df: pd.DataFrame, probs: np.ndarray) -> list[str]:
+    """Columns derived from the probabilities and labels that disagree with them (probs (N, 10))."""
+    problems = []
+    n = len(df)
+    labels = df["label"].to_numpy(np.int64)
+    pred = df["pred"].to_numpy(np.int64)
+    top = probs.max(axis=1) if n else np.zeros(0)
+    # A tie may be broken either way, so `pred` only has to be one of the largest.
+    if (probs[np.arange(n), pred] < top - 1e-6).any():
+        problems.append("column 'pred' is not the most probable class in some rows")
+    if (np.abs(df["confidence"].to_numpy(np.float64) - top) > 1e-5).any():
+        problems.append("column 'confidence' differs from the largest probability in some rows")
+    if (df["correct"].to_numpy(bool) != (pred == labels)).any():
+        problems.append("column 'correct' disagrees with pred == label in some rows")
+    if (df["animal"].to_numpy(bool) != IS_ANIMAL[labels]).any():
+        problems.append("column 'animal' disagrees with the label's class in some rows")
+    return problems
 
 
 def probabilities(df: pd.DataFrame) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -149,7 +150,7 @@ def write_status(folder: Path, state: str, error: str | None = None, **extra) ->
 def _read_json_quiet(path: Path):
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         return None
 
 
@@ -162,16 +163,31 @@ def read_status(folder: Path) -> dict:
 # --- reading -------------------------------------------------------------------------
 
 
+def _existing_run(run_id: str, home_dir=None) -> Path:
+    """The folder of run `run_id`; RunError when no such run exists (ValueError for a bad id)."""
+    folder = run_dir(run_id, home_dir)
+    if not folder.is_dir():
+        raise RunError(
+            f"no run named {run_id!r} exists under {runs_root(home_dir)}; "
+            "`python -m cifar_mtl runs` lists them"
+        )
+    return folder
+
+
 def _read_json(run_id: str, name: str, home_dir=None) -> dict:
-    path = run_dir(run_id, home_dir) / name
+    path = _existing_run(run_id, home_dir) / name
     if not path.exists():
         raise RunError(f"run {run_id!r}: {name} is missing ({path})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise RunError(f"run {run_id!r}: {name} is not valid JSON ({exc})") from exc
+    except UnicodeDecodeError:
+        raise RunError(f"run {run_id!r}: {name} is not text (binary garbage?); the file is damaged") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"run {run_id!r}: {name} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RunError(f"run {run_id!r}: {name} is nested too deeply to read; the file is damaged") from None
     if not isinstance(data, dict):
-        raise RunError(f"run {run_id!r}: {name} should hold a JSON object")
+        raise RunError(f"run {run_id!r}: {name} should hold a JSON object, not a {type(data).__name__}")
     return data
 
 
@@ -185,7 +201,7 @@ def load_status(run_id: str, home_dir=None) -> dict:
 
 def load_metrics(run_id: str, home_dir=None) -> dict:
     """`metrics.json`; its absence means the run is not complete."""
-    path = run_dir(run_id, home_dir) / METRICS_FILE
+    path = _existing_run(run_id, home_dir) / METRICS_FILE
     if not path.exists():
         raise RunError(
             f"run {run_id!r} is not complete: {METRICS_FILE} is missing. "
@@ -196,26 +212,43 @@ def load_metrics(run_id: str, home_dir=None) -> dict:
 
 
 def load_progress(run_id: str, home_dir=None) -> dict | None:
-    """`progress.json`, or None while there is none yet (or it cannot be read)."""
-    return _read_json_quiet(run_dir(run_id, home_dir) / PROGRESS_FILE)
+    """`progress.json`, or None while there is none yet (or it cannot be read, or is no JSON object).
+
+    Fields: `phase` ("train" while fitting, "predict" while predicting the test set),
+    `stage`, `epoch`, `epochs`, `step`, `steps`, `steps_done`, `steps_total`,
+    `metrics`, `elapsed_seconds`, `eta_seconds`, `updated_at` (see docs/design.md).
+    """
+    progress = _read_json_quiet(run_dir(run_id, home_dir) / PROGRESS_FILE)
+    return progress if isinstance(progress, dict) else None
 
 
 def load_history(run_id: str, home_dir=None) -> pd.DataFrame:
     """`history.csv` (one row per epoch, with its stage); empty when there is none yet."""
-    path = run_dir(run_id, home_dir) / HISTORY_FILE
+    path = _existing_run(run_id, home_dir) / HISTORY_FILE
     if not path.exists():
         return pd.DataFrame(columns=["stage", "epoch"])
     try:
-        return pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise RunError(f"run {run_id!r}: {HISTORY_FILE} cannot be read ({exc})") from exc
+        history = pd.read_csv(path)
+    except (OSError, ValueError) as exc:  # ValueError: pandas' parser errors, undecodable bytes
+        raise RunError(f"run {run_id!r}: {HISTORY_FILE} cannot be read ({exc})") from None
+    missing = [c for c in ("stage", "epoch") if c not in history.columns]
+    if missing or not pd.api.types.is_numeric_dtype(history["epoch"]):
+        raise RunError(
+            f"run {run_id!r}: {HISTORY_FILE} is damaged: it needs columns 'stage' and a numeric 'epoch', "
+            f"found {list(map(str, history.columns))[:8]}"
+        )
+    return history
 
 
 def load_predictions(run_id: str, home_dir=None) -> pd.DataFrame:
-    """The run's predictions table, checked against the schema in `predictions.py`."""
+    """The run's predictions table, checked by `predictions.validate_predictions`.
+
+    The row count must match `n_test` of the run's metrics.json; a run without
+    readable metrics (predictions being rewritten) skips that one check.
+    """
     from cifar_mtl.predictions import validate_predictions
 
-    path = run_dir(run_id, home_dir) / PREDICTIONS_FILE
+    path = _existing_run(run_id, home_dir) / PREDICTIONS_FILE
     if not path.exists():
         raise RunError(f"run {run_id!r}: {PREDICTIONS_FILE} is missing ({path})")
     try:
@@ -223,9 +256,18 @@ def load_predictions(run_id: str, home_dir=None) -> pd.DataFrame:
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise RunError(f"run {run_id!r}: {PREDICTIONS_FILE} cannot be read ({exc})") from exc
     try:
-        return validate_predictions(df)
+        return validate_predictions(df, expected_rows=_metrics_n_test(run_id, home_dir))
     except ValueError as exc:
         raise RunError(f"run {run_id!r}: {PREDICTIONS_FILE} {exc}") from exc
+
+
+def _metrics_n_test(run_id: str, home_dir=None) -> int | None:
+    """`n_test` of the run's metrics.json, or None when there is no readable whole number."""
+    try:
+        n = load_metrics(run_id, home_dir).get("n_test")
+    except RunError:
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
 def read_log_tail(run_id: str, lines: int = 50, home_dir=None) -> str:
@@ -260,8 +302,11 @@ RUN_COLUMNS = [
 def list_runs(home_dir=None) -> pd.DataFrame:
     """One row per run folder, newest first, with columns `RUN_COLUMNS`.
 
-    A run whose files cannot be read still gets a row, with `problem` saying why;
-    `complete` is True only when `metrics.json` and `predictions.parquet` exist.
+    Each run is read on its own: a run whose files are missing, damaged or of the
+    wrong shape still gets a row, with `problem` naming the file and what is wrong,
+    and never stops the other runs from loading. `complete` is True only when
+    `metrics.json` is sound and `predictions.parquet` has a readable footer with
+    the table's columns and `n_test` rows (the table itself is not read).
     """
     root = runs_root(home_dir)
     rows = []
@@ -279,33 +324,127 @@ def _run_row(run_id: str, home_dir) -> dict:
     row = dict.fromkeys(RUN_COLUMNS)
     row.update(run_id=run_id, complete=False)
     problems = []
-    folder = run_dir(run_id, home_dir)
     try:
-        config = load_config(run_id, home_dir)
-        row["variant"] = config.get("variant")
-        row["backbone"] = config.get("backbone")
-        row["label_smoothing"] = config.get("label_smoothing")
-        row["epochs"] = (config.get("frozen_epochs") or 0) + (config.get("finetune_epochs") or 0)
-    except RunError as exc:
-        problems.append(str(exc))
-    status = read_status(folder)
-    if status:
-        row["state"] = status.get("state")
-        row["started_at"] = status.get("started_at")
-        row["finished_at"] = status.get("finished_at")
-        if status.get("state") == "failed" and status.get("error"):
-            problems.append(f"failed: {status['error']}")
-    else:
-        problems.append(f"run {run_id!r}: {STATUS_FILE} is missing or unreadable")
-    if (folder / METRICS_FILE).exists():
-        try:
-            metrics = load_metrics(run_id, home_dir)
-            row["accuracy"] = metrics.get("accuracy")
-            row["cross_group_errors"] = metrics.get("cross_group_errors")
-            row["complete"] = (folder / PREDICTIONS_FILE).exists()
-            if not row["complete"]:
-                problems.append(f"run {run_id!r}: {PREDICTIONS_FILE} is missing")
-        except RunError as exc:
-            problems.append(str(exc))
+        _config_columns(row, run_id, home_dir, problems)
+        _status_columns(row, run_id, home_dir, problems)
+        row["complete"] = _result_columns(row, run_id, home_dir, problems)
+        _check_side_files(run_id, home_dir, problems)
+    except Exception as exc:  # a last resort: whatever one run holds, the others still list
+        row["complete"] = False
+        problems.append(f"run {run_id!r} cannot be read ({type(exc).__name__}: {exc})")
     row["problem"] = "; ".join(problems) or None
     return row
+
+
+_EXPECTED = {"text": "text", "whole": "a whole number", "number": "a finite number"}
+
+
+def _typed(data: dict, key: str, kind: str, where: str, problems: list):
+    """`data[key]` if it is None or of `kind` ("text", "whole", "number"), else None and a problem."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if kind == "text":
+        ok = isinstance(value, str)
+    elif kind == "whole":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok:
+        problems.append(f"{where}: {key} is {value!r:.40} ({type(value).__name__}), expected {_EXPECTED[kind]}")
+        return None
+    return value
+
+
+def _config_columns(row: dict, run_id: str, home_dir, problems: list) -> None:
+    try:
+        config = load_config(run_id, home_dir)
+    except RunError as exc:
+        problems.append(str(exc))
+        return
+    where = f"run {run_id!r}: {CONFIG_FILE}"
+    row["variant"] = _typed(config, "variant", "text", where, problems)
+    row["backbone"] = _typed(config, "backbone", "text", where, problems)
+    row["label_smoothing"] = _typed(config, "label_smoothing", "number", where, problems)
+    epochs = [_typed(config, k, "whole", where, problems) for k in ("frozen_epochs", "finetune_epochs")]
+    row["epochs"] = sum(e or 0 for e in epochs)
+
+
+def _status_columns(row: dict, run_id: str, home_dir, problems: list) -> None:
+    try:
+        status = load_status(run_id, home_dir)
+    except RunError as exc:
+        problems.append(str(exc))
+        return
+    where = f"run {run_id!r}: {STATUS_FILE}"
+    state = _typed(status, "state", "text", where, problems)
+    if state is not None and state not in STATES:
+        problems.append(f"{where}: state {state!r:.40} is not one of {', '.join(STATES)}")
+        state = None
+    row["state"] = state
+    row["started_at"] = _typed(status, "started_at", "text", where, problems)
+    row["finished_at"] = _typed(status, "finished_at", "text", where, problems)
+    error = _typed(status, "error", "text", where, problems)
+    if state == "failed" and error:
+        problems.append(f"failed: {error}")
+
+
+def _result_columns(row: dict, run_id: str, home_dir, problems: list) -> bool:
+    """Fill accuracy and cross-group errors from metrics.json; True when the run is complete."""
+    folder = run_dir(run_id, home_dir)
+    if not (folder / METRICS_FILE).exists():
+        return False
+    try:
+        metrics = load_metrics(run_id, home_dir)
+    except RunError as exc:
+        problems.append(str(exc))
+        return False
+    where = f"run {run_id!r}: {METRICS_FILE}"
+    before = len(problems)
+    accuracy = _typed(metrics, "accuracy", "number", where, problems)
+    if accuracy is not None and not 0.0 <= accuracy <= 1.0:
+        problems.append(f"{where}: accuracy {accuracy} is outside 0..1")
+        accuracy = None
+    row["accuracy"] = accuracy
+    row["cross_group_errors"] = _typed(metrics, "cross_group_errors", "whole", where, problems)
+    n_test = _typed(metrics, "n_test", "whole", where, problems)
+    if len(problems) > before:
+        return False
+    problem = _predictions_problem(folder / PREDICTIONS_FILE, n_test)
+    if problem:
+        problems.append(f"run {run_id!r}: {PREDICTIONS_FILE} {problem}")
+        return False
+    return True
+
+
+def _predictions_problem(path: Path, n_rows: int | None) -> str | None:
+    """What is wrong with a predictions file from its footer alone (None if nothing): cheap
+    enough for every run on every listing, unlike reading the table."""
+    import pyarrow.parquet as pq
+
+    from cifar_mtl.predictions import SCHEMA
+
+    if not path.exists():
+        return "is missing"
+    try:
+        parquet = pq.ParquetFile(path)
+        columns, rows = parquet.schema_arrow.names, parquet.metadata.num_rows
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        return f"cannot be read as parquet ({type(exc).__name__}: {str(exc)[:200]})"
+    missing = [c for c in SCHEMA if c not in columns]
+    if missing:
+        return f"is missing columns {missing}"
+    if rows == 0 or (n_rows is not None and rows != n_rows):
+        return f"has {rows:,} rows where metrics.json says n_test {n_rows}"
+    return None
+
+
+def _check_side_files(run_id: str, home_dir, problems: list) -> None:
+    """History and progress: a damaged one is reported, without making the run incomplete."""
+    try:
+        load_history(run_id, home_dir)
+    except RunError as exc:
+        problems.append(str(exc))
+    path = run_dir(run_id, home_dir) / PROGRESS_FILE
+    if path.exists() and load_progress(run_id, home_dir) is None:
+        problems.append(f"run {run_id!r}: {PROGRESS_FILE} cannot be read or is not a JSON object")

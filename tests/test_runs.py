@@ -52,8 +52,19 @@ def test_bad_runs_are_reported_and_others_still_load(home):
         runs.load_predictions("corrupt")
     with pytest.raises(runs.RunError, match="not complete: metrics.json is missing"):
         runs.load_metrics("partial")
-    with pytest.raises(runs.RunError, match="'nope': predictions.parquet is missing"):
-        runs.load_predictions("nope")
+    (runs.run_dir("good") / "predictions.parquet").unlink()
+    with pytest.raises(runs.RunError, match="'good': predictions.parquet is missing"):
+        runs.load_predictions("good")
+
+
+@pytest.mark.parametrize("loader", ["load_predictions", "load_metrics", "load_config", "load_status", "load_history"])
+def test_unknown_run_says_no_such_run_and_how_to_list_them(home, loader):
+    make_fake_run("real", home, n=20)
+    with pytest.raises(runs.RunError) as err:
+        getattr(runs, loader)("nope")
+    text = str(err.value)
+    assert f"no run named 'nope' exists under {home / 'runs'}" in text
+    assert "python -m cifar_mtl runs` lists them" in text and "missing" not in text
 
 
 def test_write_status_keeps_fields(tmp_path):
