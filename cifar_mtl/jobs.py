@@ -55,6 +55,7 @@ POLL_SECONDS = 0.5
 # A job claimed by a supervisor that died before recording the worker's pid.
 LAUNCH_TIMEOUT_S = 60.0
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+MAX_JOB_ID = 2**63 - 1  # SQLite's largest INTEGER; a larger id cannot even be looked up
 
 # Settings for the Getting started demo: both variants, a small subset, one epoch.
 DEMO_BASE = {"train_subset": 1000, "finetune_epochs": 1, "augment": "none", "batch_size": 64, "val_split": 0.1}
@@ -83,6 +84,10 @@ CREATE TABLE IF NOT EXISTS jobs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
 
 class JobError(ValueError):
     """A job is unknown, or the job table cannot be used. The message says what to do."""
+
+
+class JobStoreError(JobError):
+    """The database file cannot be used as a job table (not SQLite, damaged, unreadable)."""
 
 
 # --- processes -------------------------------------------------------------------------
@@ -173,6 +178,10 @@ def _child_env(home_dir: Path) -> dict:
     env = dict(os.environ)
     env["CIFAR_MTL_HOME"] = str(home_dir)
     env["PYTHONUNBUFFERED"] = "1"
+    # TensorFlow's C++ info and warning lines are start-up noise in train.log; errors
+    # and Python tracebacks still get through. The trainer's CLI drops the notices
+    # TensorFlow writes before it reads this (see cli.import_tensorflow_quietly).
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     return env
 
@@ -218,6 +227,18 @@ class JobRunner:
 
     def _init_db(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self._create_tables()
+        except sqlite3.OperationalError:
+            raise  # locked or busy: worth a retry, not a verdict on the file
+        except sqlite3.DatabaseError as exc:
+            raise JobStoreError(
+                f"{self.db_path} is not a usable SQLite database ({exc}). It also holds the reviews: "
+                "restore it from a backup, or move it aside (a new empty one is then made), "
+                "or point --home / CIFAR_MTL_HOME at another artifacts folder"
+            ) from None
+
+    def _create_tables(self) -> None:
         with self._db() as con:
             con.execute("PRAGMA journal_mode = WAL")
             con.executescript(_SCHEMA)
@@ -234,8 +255,10 @@ class JobRunner:
                 )
 
     def _row(self, job_id: int) -> dict:
-        with self._db() as con:
-            row = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
+        row = None
+        if 1 <= int(job_id) <= MAX_JOB_ID:  # ids start at 1; SQLite cannot take a larger number
+            with self._db() as con:
+                row = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
         if row is None:
             raise JobError(f"no job {job_id} in {self.db_path}; `python -m cifar_mtl jobs list` shows the jobs")
         return dict(row)
@@ -555,6 +578,17 @@ def _absolute_paths(values: dict) -> dict:
 # --- command line ----------------------------------------------------------------------
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, 0 or more, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cifar_mtl jobs", description="Retrain jobs: submit, list, show, cancel, logs.")
     common = argparse.ArgumentParser(add_help=False)
@@ -574,9 +608,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "logs":
             c.add_argument("--lines", type=int, default=200)
         if name == "cancel":
-            c.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+            c.add_argument("--grace", type=_seconds, default=10.0, help="seconds between SIGTERM and SIGKILL")
         if name == "wait":
-            c.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (exit 1)")
+            c.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds (exit 1)")
     v = sub.add_parser("_supervise", parents=[common])
     v.add_argument("--max-concurrent", type=int, default=1)
     v.add_argument("--python", default=sys.executable)
@@ -584,35 +618,55 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m cifar_mtl jobs ...`. Exit codes: 0 ok, 1 failed, 2 bad arguments or config."""
+    """`python -m cifar_mtl jobs ...`. Exit codes: 0 ok, 1 failed, 2 bad arguments or config.
+
+    Every failure is one `error:` line on stderr, never a traceback.
+    """
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage
         return EXIT_USAGE if exc.code else EXIT_OK
+    db_path = _home(args.home).resolve() / DB_FILE
     try:
         return _dispatch(args)
-    except ConfigError as exc:
+    except JobStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ConfigError, JobError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (JobError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except sqlite3.Error as exc:  # e.g. locked for longer than the busy timeout
+        print(f"error: the job database {db_path} cannot be used right now ({exc}); try again, "
+              "and if it persists check the file and its folder", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # e.g. a home that cannot be created or written
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check that the artifacts home "
+              f"{db_path.parent} is a folder you can write to, or pass --home", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _dispatch(args) -> int:
     if args.command == "_supervise":
         return JobRunner(args.home, args.max_concurrent, args.python).supervise()
     if args.command == "submit":
-        runner = JobRunner(args.home, max_concurrent=args.max_concurrent)
-        print(runner.submit(load_config_file(args.config, args.set), args.run_id))
-        return EXIT_OK
+        return _submit(args)
+    db_path = _home(args.home).resolve() / DB_FILE
+    if not db_path.exists():  # reading must not create a home or a database
+        if args.command == "list":
+            print(f"no jobs yet: there is no job database at {db_path}; "
+                  "`python -m cifar_mtl jobs submit --config FILE` queues one")
+            return EXIT_OK
+        raise JobError(f"no job {args.id}: there is no job database at {db_path}; "
+                       "check --home / CIFAR_MTL_HOME, or queue one with `python -m cifar_mtl jobs submit`")
     runner = JobRunner(args.home)
     if args.command == "list":
         df = runner.list_jobs()
-        print(df.to_string(index=False) if len(df) else f"no jobs in {runner.db_path}")
+        print(jobs_table(df) if len(df) else f"no jobs in {runner.db_path}")
         return EXIT_OK
     if args.command == "logs":
-        print(runner.logs(args.id, args.lines))
+        text = runner.logs(args.id, args.lines)
+        print(text if text else f"job {args.id} has no log yet ({runner.get(args.id, log_lines=0)['state']})")
         return EXIT_OK
     if args.command == "show":
         print(format_job(runner.get(args.id)))
@@ -622,6 +676,33 @@ def _dispatch(args) -> int:
         print(f"job {args.id}: {state}")
         return EXIT_OK if state == "cancelled" else EXIT_FAILED
     return _wait(runner, args.id, args.timeout)
+
+
+def _submit(args) -> int:
+    """Queue a job and say what was queued and how to follow it."""
+    import shlex
+
+    runner = JobRunner(args.home, max_concurrent=args.max_concurrent)
+    job_id = runner.submit(load_config_file(args.config, args.set), args.run_id)
+    run_id = runner.get(job_id, refresh=False, log_lines=0)["run_id"]
+    home_arg = f" --home {shlex.quote(args.home)}" if args.home else ""
+    print(f"job {job_id} queued: run {run_id} from {args.config}"
+          + (f" with {', '.join(args.set)}" if args.set else ""))
+    print("follow it with:")
+    for command in ("show", "logs", "wait"):
+        print(f"  python -m cifar_mtl jobs {command} {job_id}{home_arg}")
+    return EXIT_OK
+
+
+def jobs_table(df) -> str:
+    """`JobRunner.list_jobs()` as a terminal table: whole-number ids and pids, short times,
+    missing values as "-", errors cut short."""
+    from cifar_mtl.cli import format_table, short_time
+
+    headers = {"id": "job", "run_id": "run", "state": "state", "created_at": "queued",
+               "started_at": "started", "finished_at": "finished", "pid": "pid", "error": "error"}
+    times = dict.fromkeys(("created_at", "started_at", "finished_at"), short_time)
+    return format_table(df, headers, formats=times, widths={"run_id": 40, "error": 60})
 
 
 def _wait(runner: JobRunner, job_id: int, timeout: float | None) -> int:

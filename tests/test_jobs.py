@@ -3,6 +3,8 @@ worker only where a real one cannot show it (a worker that ignores SIGTERM)."""
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +15,11 @@ import pytest
 from cifar_mtl import jobs
 from cifar_mtl.config import ConfigError
 from cifar_mtl.jobs import JobRunner, config_problems, main, progress_fraction, progress_summary, worker_alive
-from cifar_mtl.runs import list_runs, run_dir
+from cifar_mtl.runs import PROJECT_ROOT, list_runs, run_dir
 from cifar_mtl.synthetic import make_fake_run
 
 TIMEOUT_S = 900  # tiny trainings share two cores with other people's work
+TF_NOISE = ("oneDNN", "absl::InitializeLog", "cuInit", "cudart_stub", "cpu_feature_guard")
 
 
 def tiny(data_dir, **extra) -> dict:
@@ -198,6 +201,107 @@ def test_progress_helpers():
     assert progress_summary(None) == "no progress yet"
 
 
+# --- the command line: messages, not tracebacks -----------------------------------------------
+
+
+def test_submit_says_what_was_queued_and_how_to_follow_it(home, tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"finetune_epochs": 1}))
+    homed = home / "other home"
+    assert main(["submit", "--config", str(config), "--set", "seed=3", "--run-id", "q1", "--home", str(homed)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"job 1 queued: run q1 from {config} with seed=3"
+    assert lines[1:] == ["follow it with:"] + [f"  python -m cifar_mtl jobs {c} 1 --home '{homed}'"
+                                               for c in ("show", "logs", "wait")]
+    assert main(["cancel", "1", "--home", str(homed)]) == 0
+    capsys.readouterr()
+    assert main(["logs", "1", "--home", str(homed)]) == 0
+    assert capsys.readouterr().out == "job 1 has no log yet (cancelled)\n"
+
+
+def test_jobs_list_is_a_terminal_table(home, capsys):
+    r = JobRunner(home, autostart=False)
+    first = r.submit({}, run_id="waiting")
+    second = r.submit({}, run_id="broken")
+    r._update(second, state="failed", finished_at="2026-11-25T21:03:31+0000", pid=2156, exit_code=1,
+              error="the worker exited with code 1; last log line: " + "x" * 200 + "\nmore")
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["job", "run", "state", "queued", "started", "finished", "pid", "error"]
+    broken, waiting = lines[1], lines[2]
+    assert broken.split()[:3] == [str(second), "broken", "failed"] and " 2156 " in broken
+    assert "2026-11-25 21:03" in broken and broken.endswith("...") and "more" not in broken
+    assert waiting.split()[:3] == [str(first), "waiting", "queued"]
+    assert waiting.split()[-4:] == ["-", "-", "-", "-"]  # started, finished, pid, error
+    assert "nan" not in "\n".join(lines).lower() and "None" not in "\n".join(lines)
+    assert max(map(len, lines)) < 160
+
+
+def test_a_damaged_database_is_one_line_and_exit_1(home, capsys):
+    (home / "reviews.sqlite").write_bytes(os.urandom(4096))
+    for argv in (["list"], ["show", "1"], ["logs", "1"], ["cancel", "1"], ["wait", "1"]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and "is not a usable SQLite database" in err[0] and "move it aside" in err[0]
+    with pytest.raises(jobs.JobStoreError):  # the app shows JobError messages as they are
+        JobRunner(home)
+
+
+BIG = "99999999999999999999"  # beyond SQLite's integers: once an OverflowError traceback
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["show", BIG], f"no job {BIG} in "), (["show", "--", "-5"], "no job -5 in "), (["show", "0"], "no job 0 in "),
+    (["logs", BIG], f"no job {BIG} in "), (["cancel", "--", "-1"], "no job -1 in "), (["wait", BIG], f"no job {BIG} in "),
+    (["show", "abc"], "invalid int value: 'abc'"), (["logs", "1", "--lines", "x"], "invalid int value: 'x'"),
+    (["cancel", "1", "--grace", "nan"], "--grace: expected a finite number of seconds"),
+    (["wait", "1", "--timeout", "-1"], "--timeout: expected a finite number of seconds, 0 or more"),
+    ([], "the following arguments are required"),
+])
+def test_bad_job_ids_and_values_are_refused_without_a_traceback(home, capsys, argv, says):
+    JobRunner(home, autostart=False).submit({}, run_id="one")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
+def test_reading_commands_do_not_create_a_home(tmp_path, capsys):
+    missing = tmp_path / "no" / "home"
+    assert main(["list", "--home", str(missing)]) == 0
+    assert "no jobs yet" in capsys.readouterr().out
+    for argv in (["show", "3"], ["logs", "3"], ["cancel", "3"], ["wait", "3"]):
+        assert main([*argv, "--home", str(missing)]) == 2
+        assert "no job 3: there is no job database" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+
+
+def test_a_home_that_cannot_be_made_is_one_line(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    config = tmp_path / "c.json"
+    config.write_text("{}")
+    assert main(["submit", "--config", str(config), "--home", str(tmp_path / "file" / "home")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--home" in err[0]
+
+
+def test_workers_get_tensorflow_quieted_unless_the_user_chose(home, monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert jobs._child_env(home)["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert jobs._child_env(home)["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    assert "TF_ENABLE_ONEDNN_OPTS" not in jobs._child_env(home) or os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+
+
+def test_job_files_are_ignored_by_git():
+    if not shutil.which("git") or not (PROJECT_ROOT / ".git").exists():
+        pytest.skip("needs git and the project's checkout")
+    paths = [f"artifacts/{jobs.LOCK_FILE}", f"artifacts/{jobs.SUPERVISOR_LOG}", "artifacts/jobs/job-1.json",
+             f"artifacts/{jobs.DB_FILE}", f"artifacts/{jobs.DB_FILE}-wal", "artifacts/exports/x.csv"]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True)
+    assert done.stdout.split() == paths
+
+
 # --- real workers --------------------------------------------------------------------------
 
 
@@ -220,6 +324,8 @@ def test_tiny_job_queue_restart_success_then_cancel(runner, home, fake_cifar_dir
     wait_for(lambda: runner.get(first, refresh=False)["state"] != "running", what="job 1 to end")
     job = runner.get(first)
     assert job["state"] == "succeeded", job["log_tail"]
+    log = (run_dir("tiny-ok", home) / "train.log").read_text()
+    assert not [word for word in TF_NOISE if word in log], log[:3000]  # TensorFlow's start-up chatter
     assert job["error"] is None and job["exit_code"] == 0
     row = list_runs(home).set_index("run_id").loc["tiny-ok"]
     assert row["complete"] and row["state"] == "succeeded"
@@ -254,11 +360,16 @@ def test_cli_bad_data_path_with_shell_metacharacters_fails_harmlessly(home, tmp_
     assert main(["submit", "--config", str(config), "--set", "finetune_epochs=x"]) == 2
     assert main(["submit", "--config", str(config), "--run-id", "$(reboot)"]) == 2
     assert main(["submit", "--config", str(config), "--run-id", "bad-data"]) == 0
-    job_id = int(capsys.readouterr().out.split()[-1])
+    out = capsys.readouterr().out
+    job_id = int(re.match(r"job (\d+) queued: run bad-data from ", out).group(1))
+    for command in ("show", "logs", "wait"):
+        assert f"python -m cifar_mtl jobs {command} {job_id}\n" in out
     assert main(["wait", str(job_id), "--timeout", str(TIMEOUT_S)]) == 1
     assert main(["show", str(job_id)]) == 0
     out = capsys.readouterr().out
     assert "failed" in out and "does not exist" in out
+    log = (run_dir("bad-data", home) / "train.log").read_text()
+    assert "does not exist" in log and not [word for word in TF_NOISE if word in log], log  # errors still arrive
     assert main(["logs", str(job_id)]) == 0 and "does not exist" in capsys.readouterr().out
     assert main(["list"]) == 0 and "bad-data" in capsys.readouterr().out
     assert main(["cancel", str(job_id)]) == 1  # already ended: nothing to cancel
