@@ -31,17 +31,28 @@ has_runs = bool(ui.complete_run_ids(table))
 ui.sidebar(table)
 
 start = st.Page("views/getting_started.py", title="Getting started", icon=":material/rocket_launch:",
-                url_path="start", default=not has_runs)
+                url_path="start")
+overview = st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", url_path="runs")
 analyse = [
-    st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", url_path="runs", default=has_runs),
+    overview,
     st.Page("views/errors.py", title="Errors", icon=":material/grid_view:", url_path="browse"),
     st.Page("views/review.py", title="Review", icon=":material/rate_review:", url_path="queue"),
     st.Page("views/mislabels.py", title="Mislabels", icon=":material/label_off:", url_path="suspects"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare:", url_path="versus"),
     st.Page("views/export.py", title="Export", icon=":material/download:", url_path="csv"),
 ]
-train = [start]
-if (ROOT / "views" / "retrain.py").exists():
-    train.insert(0, st.Page("views/retrain.py", title="Retrain", icon=":material/model_training:", url_path="jobs"))
+train = [st.Page("views/retrain.py", title="Retrain", icon=":material/model_training:", url_path="jobs"), start]
 
-st.navigation({"Analyse": analyse, "Train": train}).run()
+
+def home() -> None:
+    """The root address: Overview when there are runs, else Getting started.
+
+    Streamlit serves its default page at "/" whatever its url_path, so a visible default
+    page could not be opened by its own address; this hidden one only sends the
+    browser on, and every visible page keeps an address of its own.
+    """
+    st.switch_page(overview if has_runs else start, query_params=st.query_params.to_dict())
+
+
+root = st.Page(home, title="cifar-mtl", url_path="home", default=True, visibility="hidden")
+st.navigation({"": [root], "Analyse": analyse, "Train": train}).run()

@@ -143,11 +143,17 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
 
 
-def choose(page, label: str, option: str) -> None:
-    """Pick `option` in the select box labelled `label` (open it, click the option)."""
-    page.get_by_role("combobox", name=label).first.click()
-    page.get_by_role("option", name=option, exact=True).first.click()
+def choose(page, label: str, option, *, scope=None) -> None:
+    """Pick `option` (text, or a compiled pattern) in the select box labelled `label`."""
+    (scope or page).get_by_role("combobox", name=label).first.click()
+    exact = None if isinstance(option, re.Pattern) else True
+    page.get_by_role("option", name=option, exact=exact).first.click()
     settle(page)
+
+
+def keyed(page, key: str):
+    """The element a page created with `key=...` (Streamlit marks it with class st-key-KEY)."""
+    return page.locator(f".st-key-{key}").first
 
 
 def focus_page(page) -> None:
