@@ -156,6 +156,8 @@ def import_tensorflow_quietly() -> None:
     """
     level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules or level in ("0", "1"):
+        import keras  # noqa: F401  (already loaded, or the user wants every line)
+
         return
     sys.stderr.flush()
     saved = os.dup(2)

@@ -20,8 +20,9 @@ TF_NOISE = ("oneDNN", "absl::InitializeLog", "cuInit", "cudart_stub", "cpu_featu
 
 def python(home, code: str, env_extra=None):
     """Run `code` in a fresh interpreter (no TensorFlow loaded yet) with `home` as the artifacts home."""
-    env = {**os.environ, "CIFAR_MTL_HOME": str(home), **(env_extra or {})}
+    env = {**os.environ, "CIFAR_MTL_HOME": str(home)}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the conftest sets it; a user's shell usually does not
+    env.update(env_extra or {})
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
 
