@@ -775,6 +775,15 @@ class ReviewStore:
             rows = conn.execute(sql + " ORDER BY id", params).fetchall()
         return _events_frame(rows)
 
+    def last_run(self, reviewer: str) -> str | None:
+        """The run `reviewer` last recorded a review on (their last choice), None if none."""
+        reviewer = _check_reviewer(reviewer)
+        with self._use() as conn:
+            row = conn.execute(
+                "SELECT run_id FROM review_events WHERE reviewer = ? ORDER BY id DESC LIMIT 1", (reviewer,)
+            ).fetchone()
+        return row[0] if row else None
+
     def reviewed_pairs(self, run_id=None) -> pd.DataFrame:
         """DataFrame[index, reviewer]: every (image, reviewer) with at least one event."""
         sql, params = "SELECT DISTINCT idx, reviewer FROM review_events", []

@@ -405,3 +405,18 @@ def test_error_messages_say_what_to_do_instead_of_a_traceback():
     assert texts(at.error) == [ui.escape_markdown(shown, keep_code=True)]
     assert not at.expander and not at.code  # no traceback in the browser
     assert "still here" in texts(at.markdown)
+
+
+def test_the_default_run_is_the_reviewers_last_else_the_best_succeeded():
+    import pandas as pd
+
+    table = pd.DataFrame({
+        "run_id": ["newest-failed", "partial", "good", "best", "older"],
+        "complete": [True, False, True, True, True],
+        "state": ["failed", "running", "succeeded", "succeeded", "succeeded"],
+        "accuracy": [0.26, None, 0.80, 0.91, 0.70],
+    })
+    assert ui.default_run(table) == "best"  # not the newest, which failed
+    assert ui.default_run(table, last="older") == "older"
+    assert ui.default_run(table, last="partial") == "best"  # an incomplete run is no choice
+    assert ui.default_run(table.iloc[:1]) == "newest-failed"  # nothing succeeded: the newest complete

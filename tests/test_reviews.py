@@ -385,3 +385,13 @@ def test_sigkill_mid_stream_keeps_committed_tags(tmp_path):
         stored = set(s.current_tags()["index"].tolist())
     assert set(committed) <= stored
     assert len(stored) >= 300
+
+
+def test_last_run_is_the_run_of_the_reviewers_latest_event(tmp_path):
+    store = ReviewStore(tmp_path / "r.sqlite")
+    assert store.last_run("ada") is None
+    store.tag("run-a", 1, "clutter", "ada")
+    store.tag("run-b", 2, "pose", "bob")
+    store.set_note("run-c", 3, "ada", "odd angle")
+    assert store.last_run("ada") == "run-c"
+    assert store.last_run("bob") == "run-b"
