@@ -5,7 +5,7 @@ import time
 import streamlit as st
 
 from cifar_mtl import analysis, runs, ui
-from cifar_mtl.export import error_category_frame, review_events_frame, to_csv_bytes
+from cifar_mtl.export import error_category_frame, review_events_frame, to_csv_bytes, write_user_file
 
 run_id, preds = ui.open_run_page("Export")
 store = ui.store_or_none(required=True)
@@ -52,9 +52,9 @@ def keep_copy() -> None:
     """Write the downloaded bytes under `<home>/exports/` too, so the file outlives the browser."""
     path = runs.home() / "exports" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.csv"
     try:
-        runs.atomic_write_bytes(path, data)
+        write_user_file(path, data)  # the user's normal file mode, not a temp file's 0600
         st.session_state["_ex_saved"] = (stem, str(path))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         st.session_state["_ex_error"] = ui.error_message(exc, "The copy under the artifacts home failed")
 
 

@@ -82,3 +82,11 @@ def test_filter_cell_detail_and_tags_by_click_and_key(app, page):
     tagged = [c for c in page.get_by_text(CAPTION).all_inner_texts() if c.startswith(f"#{index} ")]
     assert len(tagged) >= 2 and all(c.endswith("clutter, occlusion") for c in tagged), tagged
     shot(page, "errors-2-tagged")
+
+    page.reload()  # the tags are in the database, not in the browser session
+    page.get_by_role("heading", name="Errors").first.wait_for()
+    settle(page)
+    choose(page, "Reviewed", "tagged")  # a new session: only the tagged image is left
+    assert image_index(page, detail=True) == index
+    expect(button(page, "clutter")).to_have_attribute("data-testid", "stBaseButton-primary")
+    expect(button(page, "occlusion")).to_have_attribute("data-testid", "stBaseButton-primary")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 from cifar_mtl.reviews import ReviewStore
@@ -45,5 +46,9 @@ def test_wide_and_long_files_hold_the_tags(app, page):
         (first, "clutter", "add", "ada"), (first, "pose", "add", "ada")]
     assert "-long-" in page.get_by_text("Copy saved").first.inner_text()
     assert_clean(page)
-    assert len(list((fx.home / "exports").glob("multi-b-errors-*.csv"))) == 2
+    copies = list((fx.home / "exports").glob("multi-b-errors-*.csv"))
+    assert len(copies) == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(c.stat().st_mode & 0o777 == 0o666 & ~umask for c in copies)  # the user's normal mode
     shot(page, "export-1-long")
