@@ -31,7 +31,7 @@ import numpy as np
 
 from cifar_mtl import runs
 from cifar_mtl.config import TrainConfig, make_config
-from cifar_mtl.predictions import predictions_table, summary_metrics
+from cifar_mtl.predictions import predictions_table, summary_metrics, validate_predictions
 
 CHECKPOINT_FILE = "checkpoint.weights.h5"
 PREDICT_BATCH = 256
@@ -39,6 +39,10 @@ PREDICT_BATCH = 256
 
 class TrainingCancelled(Exception):
     """Training was stopped by SIGTERM (or a cancel request) before it finished."""
+
+
+class TrainingDiverged(Exception):
+    """The training loss became NaN or infinite; the run cannot produce a usable model."""
 
 
 def _in_main_thread() -> bool:
@@ -137,6 +141,8 @@ def make_run_callback(
             self.best = -math.inf
             self.history_rows = []
             self.total = sum(e for _, e in plan) * steps
+            self.last_metrics = {}  # the latest epoch's logs, carried into the predict phase's progress
+            self.diverged = None  # "stage epoch E step S" where the loss first became NaN or infinite
 
         def start_stage(self, stage: str, epochs: int, done_before: int):
             self.stage, self.stage_epochs, self.done_before = stage, epochs, done_before
@@ -147,6 +153,11 @@ def make_run_callback(
 
         def on_train_batch_end(self, batch, logs=None):
             if cancel.set:
+                self.model.stop_training = True
+            loss = (logs or {}).get("loss")
+            if self.diverged is None and isinstance(loss, float) and not math.isfinite(loss):
+                # What keras.callbacks.TerminateOnNaN does, remembering where for the error.
+                self.diverged = f"{self.stage} epoch {self.epoch} step {batch + 1}"
                 self.model.stop_training = True
             now = time.time()
             if now - self.last_write >= interval:
@@ -160,6 +171,7 @@ def make_run_callback(
             runs.atomic_write_json(
                 folder / runs.PROGRESS_FILE,
                 {
+                    "phase": "train",
                     "stage": self.stage,
                     "epoch": self.epoch,
                     "epochs": self.stage_epochs,
@@ -176,6 +188,7 @@ def make_run_callback(
 
         def on_epoch_end(self, epoch, logs=None):
             logs = _float_logs(logs)
+            self.last_metrics = logs
             row = {"stage": self.stage, "epoch": epoch + 1, "seconds": round(time.time() - self.epoch_start, 2), **logs}
             self.history_rows.append(row)
             _write_history(folder / runs.HISTORY_FILE, self.history_rows)
@@ -338,9 +351,13 @@ def train(config: TrainConfig | dict, run_id: str, progress_bar: bool = False, h
         log("cancelled")
         raise
     except BaseException as exc:
+        from cifar_mtl.data import DataError
+
         message = f"{type(exc).__name__}: {exc}"
         runs.write_status(folder, "failed", error=message)
-        log(f"failed: {message}\n{traceback.format_exc()}")
+        # A diverged run or a bad dataset is explained by its message; a traceback is for bugs.
+        expected = isinstance(exc, (TrainingDiverged, DataError))
+        log(f"failed: {message}" + ("" if expected else f"\n{traceback.format_exc()}"))
         raise
     finally:
         cancel.uninstall()
@@ -431,8 +448,14 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _Cance
             epochs=epochs,
             callbacks=[callback],
             verbose=1 if progress_bar and sys.stdout.isatty() else 0,
+            shuffle=False,  # the dataset shuffles itself (make_dataset); Keras warns that it ignores True
         )
         cancel.check()
+        if callback.diverged:
+            raise TrainingDiverged(
+                f"the training loss became NaN at {callback.diverged}; lower the learning rate "
+                "(finetune_lr/frozen_lr) or weight_decay, or lengthen warmup_epochs"
+            )
         done += epochs * steps
     checkpoint = folder / CHECKPOINT_FILE
     if checkpoint.exists():
@@ -441,7 +464,10 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _Cance
     model.save(folder / runs.MODEL_FILE)
     cancel.check()
     train_seconds = time.time() - t0
-    metrics = write_predictions(folder, model, config, data.x_test, data.y_test, log)
+    metrics = write_predictions(
+        folder, model, config, data.x_test, data.y_test, log,
+        cancel=cancel, progress_interval=config.progress_interval, train_metrics=callback.last_metrics,
+    )
     metrics.update(
         seconds=round(time.time() - t0, 1),
         train_seconds=round(train_seconds, 1),
@@ -459,21 +485,93 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: _Cance
     return metrics
 
 
-def predict_arrays(model, images: np.ndarray, tta: str = "none") -> tuple[np.ndarray, np.ndarray | None]:
+def predict_steps(n_images: int, tta: str = "none") -> int:
+    """Prediction batches for `n_images` test images, over every test-time view."""
+    from cifar_mtl.augment import tta_views
+
+    views = len(tta_views(np.zeros((1, 32, 32, 3), np.uint8), tta))
+    return views * math.ceil(n_images / PREDICT_BATCH)
+
+
+def make_predict_callback(
+    folder: Path, steps: int, interval: float | None, cancel: _CancelFlag | None = None, metrics: dict | None = None
+):
+    """A Keras callback for `model.predict` writing progress.json with phase "predict".
+
+    `steps` is the prediction batches over all views (`predict_steps`), `interval` the
+    seconds between writes (the last batch is always written; None: no writes),
+    `metrics` the training metrics shown meanwhile. A set `cancel` flag stops
+    predicting after the batch.
+    """
+    import keras
+
+    class PredictCallback(keras.callbacks.Callback):
+        # Keras may then call it on a worker thread, so predict batches never wait for it.
+        async_safe = True
+
+        def __init__(self):
+            super().__init__()
+            self.done = 0
+            self.t_start = time.time()
+            self.last_write = 0.0
+            self.lock = threading.Lock()
+
+        def on_predict_batch_end(self, batch, logs=None):
+            if cancel is not None and cancel.set:
+                self.model.stop_predicting = True
+            with self.lock:
+                self.done += 1
+                now = time.time()
+                if interval is not None and (now - self.last_write >= interval or self.done >= steps):
+                    self.last_write = now
+                    self.write_progress(now)
+
+        def write_progress(self, now: float):
+            elapsed = now - self.t_start
+            eta = elapsed / self.done * max(0, steps - self.done)
+            runs.atomic_write_json(
+                folder / runs.PROGRESS_FILE,
+                {
+                    "phase": "predict",
+                    "stage": "predict",
+                    "epoch": None,
+                    "epochs": None,
+                    "step": self.done,
+                    "steps": steps,
+                    "steps_done": self.done,
+                    "steps_total": steps,
+                    "metrics": metrics or {},
+                    "elapsed_seconds": round(elapsed, 1),
+                    "eta_seconds": round(eta, 1),
+                    "updated_at": runs.now_iso(),
+                },
+            )
+
+    return PredictCallback()
+
+
+def predict_arrays(
+    model, images: np.ndarray, tta: str = "none", callbacks=None, cancel: _CancelFlag | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Run `model` on uint8 images (N, 32, 32, 3); return probs (N, 10) and animal (N,) or None.
 
     `tta` (see `augment.tta_views`) averages the probabilities over views of each image.
+    `callbacks` go to every `model.predict` call; a set `cancel` flag raises
+    TrainingCancelled as soon as the current view's predict stops.
     """
     import tensorflow as tf
 
     from cifar_mtl.augment import tta_views
 
     views = tta_views(images, tta)
+    extra = {"callbacks": callbacks} if callbacks else {}  # stand-in models (bench) take no callbacks
     probs, animal = [], []
     for view in views:
         ds = tf.data.Dataset.from_tensor_slices(np.ascontiguousarray(view)).batch(PREDICT_BATCH)
         ds = ds.map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
-        out = model.predict(ds.prefetch(tf.data.AUTOTUNE), verbose=0)
+        out = model.predict(ds.prefetch(tf.data.AUTOTUNE), verbose=0, **extra)
+        if cancel is not None:
+            cancel.check()  # a stopped predict returns only the batches before it stopped
         probs.append(np.asarray(out["class"], dtype=np.float64))
         if "animal" in out:
             animal.append(np.asarray(out["animal"], dtype=np.float64).reshape(-1))
@@ -481,11 +579,32 @@ def predict_arrays(model, images: np.ndarray, tta: str = "none") -> tuple[np.nda
     return np.mean(probs, axis=0).astype(np.float32), mean_animal
 
 
-def write_predictions(folder: Path, model, config: TrainConfig, x_test, y_test, log=print) -> dict:
-    """Write predictions.parquet for the test set; return the summary metrics (not yet saved)."""
+def write_predictions(
+    folder: Path,
+    model,
+    config: TrainConfig,
+    x_test,
+    y_test,
+    log=print,
+    cancel: _CancelFlag | None = None,
+    progress_interval: float | None = None,
+    train_metrics: dict | None = None,
+) -> dict:
+    """Write predictions.parquet for the test set; return the summary metrics (not yet saved).
+
+    With `progress_interval` (seconds), progress.json follows the prediction batches
+    (phase "predict", see `make_predict_callback`); a set `cancel` flag stops between
+    batches with TrainingCancelled, before anything is written.
+    """
     t0 = time.time()
-    probs, animal = predict_arrays(model, x_test, config.tta)
-    table = predictions_table(probs, y_test, animal)
+    callbacks = []
+    if progress_interval is not None or cancel is not None:
+        steps = predict_steps(len(x_test), config.tta)
+        callbacks.append(make_predict_callback(folder, steps, progress_interval, cancel, train_metrics))
+    probs, animal = predict_arrays(model, x_test, config.tta, callbacks, cancel)
+    if not np.isfinite(probs).all():
+        raise TrainingDiverged("the model predicts NaN probabilities (its weights are not finite); retrain it")
+    table = validate_predictions(predictions_table(probs, y_test, animal), expected_rows=len(y_test))
     runs.atomic_write_parquet(folder / runs.PREDICTIONS_FILE, table)
     metrics = summary_metrics(table)
     metrics.update(

@@ -80,8 +80,9 @@ def test_metrics_and_history(tiny_run):
     history = pd.read_csv(folder / "history.csv")
     assert history["stage"].tolist() == ["finetune", "finetune"] and history["epoch"].tolist() == [1, 2]
     assert {"class_accuracy", "animal_accuracy", "val_class_accuracy", "val_animal_loss"} <= set(history.columns)
-    progress = json.loads((folder / "progress.json").read_text())
-    assert progress["stage"] == "finetune" and progress["epoch"] == 2 and progress["step"] == progress["steps"]
+    progress = json.loads((folder / "progress.json").read_text())  # the last write: the end of predicting
+    assert progress["phase"] == "predict" and progress["step"] == progress["steps"] == 1
+    assert progress["eta_seconds"] == 0 and progress["metrics"]["val_class_accuracy"] == history["val_class_accuracy"].iloc[-1]
 
 
 def test_existing_run_id_is_refused(tiny_run):
@@ -195,3 +196,108 @@ def test_no_tf_distribute_off_tensorflow(monkeypatch):
     assert strategy is train._NO_DISTRIBUTION
     with strategy.scope():
         pass
+
+
+# A small residual net trains and predicts in seconds where EfficientNetV2B1 takes a minute.
+FAST = {"backbone": "resnet9", "resnet_width": 8, "finetune_epochs": 1, "batch_size": 16, "augment": "none",
+        "val_split": 0.1, "progress_interval": 0.0}
+
+
+def _record_progress(monkeypatch, folder_name, on_write=None):
+    """Every progress.json the trainer writes, in order; `on_write(progress)` runs after each."""
+    written = []
+    original = runs.atomic_write_json
+
+    def spy(path, obj):
+        original(path, obj)
+        if path.name == runs.PROGRESS_FILE and path.parent.name == folder_name:
+            written.append(dict(obj))
+            if on_write:
+                on_write(obj)
+
+    monkeypatch.setattr(runs, "atomic_write_json", spy)
+    return written
+
+
+def test_prediction_reports_progress_and_sigterm_cancels_it(tmp_path, monkeypatch):
+    """Issues 12/13: progress.json follows the prediction batches (phase "predict"), and
+    SIGTERM while predicting ends the run cancelled at once, not after the grace period."""
+    import warnings
+
+    from cifar_mtl.config import make_config
+    from cifar_mtl.train import TrainingCancelled, predict_steps, train
+
+    data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=20, n_test=300)
+    home = tmp_path / "home"
+    steps = predict_steps(300, "flip_shift")
+    assert steps == 6 * 2  # six views of two 256-image batches
+
+    def cancel_once_predicting(progress):
+        if progress["phase"] == "predict" and progress["step"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    written = _record_progress(monkeypatch, "p", cancel_once_predicting)
+    config = make_config({**FAST, "tta": "flip_shift", "data_dir": str(data_dir)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TrainingCancelled):
+            train(config, "p", home_dir=home)
+    # issue 12: fit no longer gets shuffle=True for a tf.data dataset, so Keras has nothing to warn about
+    assert not [w for w in caught if "shuffle" in str(w.message)]
+    phases = [p["phase"] for p in written]
+    assert phases[0] == "train" and "predict" in phases
+    training = [p for p in written if p["phase"] == "train"]
+    assert training[-1]["stage"] == "finetune" and training[-1]["epoch"] == 1
+    predicting = [p for p in written if p["phase"] == "predict"]
+    first = predicting[0]
+    assert first["steps"] == steps and first["step"] == 1 and first["stage"] == "predict"
+    assert first["epoch"] is None and first["eta_seconds"] >= 0
+    assert {"metrics", "steps_done", "steps_total", "elapsed_seconds", "updated_at"} <= set(first)
+    assert "class_accuracy" in first["metrics"]  # the last epoch's figures stay on show
+    assert max(p["step"] for p in predicting) < steps  # stopped between batches, not at the end
+    folder = runs.run_dir("p", home)
+    status = json.loads((folder / "status.json").read_text())
+    assert status["state"] == "cancelled" and "SIGTERM" in status["error"]
+    assert (folder / "model.keras").is_file()  # what was saved before the cancel stays
+    assert not (folder / "predictions.parquet").exists() and not (folder / "metrics.json").exists()
+
+
+def test_nan_loss_fails_the_run_with_that_reason(tmp_path, monkeypatch):
+    """Issue 13: a run whose loss turns NaN is failed, never succeeded with NaN predictions."""
+    from cifar_mtl import losses
+    from cifar_mtl.config import make_config
+    from cifar_mtl.train import TrainingDiverged, train
+
+    real = losses.make_targets
+
+    def nan_targets(*args, **kwargs):
+        targets = real(*args, **kwargs)
+        return {**targets, "class": np.full_like(targets["class"], np.nan)}
+
+    monkeypatch.setattr(losses, "make_targets", nan_targets)
+    data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=20, n_test=20)
+    home = tmp_path / "home"
+    with pytest.raises(TrainingDiverged, match="loss became NaN at finetune epoch 1 step 1"):
+        train(make_config({**FAST, "data_dir": str(data_dir)}), "nan", home_dir=home)
+    folder = runs.run_dir("nan", home)
+    status = json.loads((folder / "status.json").read_text())
+    assert status["state"] == "failed" and "NaN" in status["error"] and "learning rate" in status["error"]
+    assert not (folder / "predictions.parquet").exists() and not (folder / "metrics.json").exists()
+    row = runs.list_runs(home).set_index("run_id").loc["nan"]
+    assert not row["complete"] and "loss became NaN" in row["problem"]
+
+
+def test_nan_predictions_are_never_written(tmp_path):
+    from cifar_mtl.config import make_config
+    from cifar_mtl.train import TrainingDiverged, write_predictions
+
+    class NanModel:
+        def predict(self, data, verbose=0):
+            n = sum(int(batch.shape[0]) for batch in data)
+            return {"class": np.full((n, 10), np.nan, np.float32)}
+
+    labels = np.arange(20) % 10
+    with pytest.raises(TrainingDiverged, match="NaN probabilities"):
+        write_predictions(tmp_path, NanModel(), make_config({"variant": "single"}), np.zeros((20, 32, 32, 3), np.uint8),
+                          labels, log=lambda m: None)
+    assert not (tmp_path / "predictions.parquet").exists()
