@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
+from urllib.parse import quote
 
 from tests.browser.support import assert_clean, settle, shot
 
@@ -34,3 +34,16 @@ def test_the_root_address_opens_overview_and_keeps_the_query(app, page):
     assert_clean(page)
     assert page.url == f"{url}/runs?run_id=single-a&reviewer=zoe", page.url
     assert page.get_by_role("combobox", name="Run under review").input_value().startswith("single-a · ")
+
+
+def test_markdown_in_the_address_is_shown_as_text(app, page):
+    # Rendered as markdown, the name would be an image that every viewer's browser fetches
+    # from another host; the browser fixture fails the test on any such request.
+    url, _ = app
+    name = "![x](http://127.0.0.2:9/p.png)"
+    page.goto(f"{url}/queue?run_id=multi-b&reviewer={quote(name)}")
+    page.get_by_role("heading", name="Review").first.wait_for()
+    settle(page)
+    assert_clean(page)
+    assert page.get_by_text(f"by {name}").count() >= 1
+    assert page.locator("img[src*='127.0.0.2']").count() == 0
