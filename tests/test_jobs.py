@@ -199,6 +199,11 @@ def test_progress_helpers():
     assert progress_fraction(None) == 0.0
     assert progress_summary(p) == "finetune, epoch 2/3, step 5/10, ETA 1m05s"
     assert progress_summary(None) == "no progress yet"
+    # While the test set is predicted, the line says so instead of a finished epoch's last step.
+    predicting = {**p, "phase": "predict", "stage": "predict", "epoch": None, "epochs": None,
+                  "step": 3, "steps": 40, "steps_done": 3, "steps_total": 40, "eta_seconds": 12}
+    assert progress_summary(predicting) == "predicting the test set, batch 3/40, ETA 0m12s"
+    assert progress_fraction(predicting) == pytest.approx(3 / 40)
 
 
 # --- the command line: messages, not tracebacks -----------------------------------------------
