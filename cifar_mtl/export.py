@@ -8,11 +8,9 @@ cannot carry a formula. Files get the user's usual mode (0o666 less the umask).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import math
 import numbers
-import os
 import re
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ import pandas as pd
 from cifar_mtl.analysis import values_by_index
 from cifar_mtl.labels import CLASS_NAMES
 from cifar_mtl.reviews import VERDICTS, ReviewStore, default_path
+from cifar_mtl.runs import atomic_write_bytes
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # A plain decimal number ("-3", "+0.5", "1e-4") cannot run as a formula, so it stays as is.
@@ -194,29 +193,12 @@ def _out_path(out, home_dir, stem: str) -> Path:
 
 
 def write_user_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, with the mode a new file of the user's gets.
+    """Write `data` to `path` atomically, with the user's normal file mode (`runs.atomic_write_bytes`).
 
-    A temporary file beside `path` is renamed into place, so a reader never sees half
-    a file. It is created with mode 0o666, which the kernel cuts by the umask (0644
-    under umask 022): a temp-file helper would make it 0600, unreadable to the
-    colleagues and tools an export is meant for. OSError becomes a ValueError
-    naming the file.
+    OSError becomes a ValueError naming the file.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(Path(path), data)
     except OSError as exc:
         raise ValueError(f"cannot write {path}: {exc.strerror or exc}; "
                          "choose a file in a folder you can write to (--out)") from exc

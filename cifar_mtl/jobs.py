@@ -33,7 +33,6 @@ from cifar_mtl.config import FIELDS, ConfigError, TrainConfig, load_config_file,
 from cifar_mtl.runs import (
     LOG_FILE,
     PROJECT_ROOT,
-    STATES,
     home as _home,
     load_progress,
     now_iso,

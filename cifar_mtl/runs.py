@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -76,11 +75,16 @@ def new_run_id(prefix: str = "run") -> str:
 
 @contextlib.contextmanager
 def _replacing(path: Path):
-    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds.
+
+    The temporary file is created with mode 0o666, which the kernel cuts by the umask
+    (0644 under umask 022), so the file gets the mode any new file of the user's gets:
+    `tempfile.mkstemp`'s 0600 would hide run folders and exports from a team.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = str(path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp"))
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
         os.replace(tmp, path)
