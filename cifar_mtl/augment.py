@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PRESETS = ("none", "flip_translate", "flip_shift2", "randaugment", "mixup", "cutmix")
-TTA_MODES = ("none", "flip", "flip_shift")
+from cifar_mtl.config import AUGMENTATIONS as PRESETS, TTA_MODES
 
 
 def _flip_translate(seed: int):

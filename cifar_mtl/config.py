@@ -13,18 +13,40 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifar_mtl.augment import PRESETS, TTA_MODES
 from cifar_mtl.data import TRAIN_SIZE
+from cifar_mtl.errors import UserError
 
 VARIANTS = ("single", "multitask")
 BACKBONES = ("efficientnetv2b1", "resnet9", "airbench")
-AUGMENTATIONS = PRESETS
+# Augmentation presets and test-time views, built by the training package's augment module.
+AUGMENTATIONS = ("none", "flip_translate", "flip_shift2", "randaugment", "mixup", "cutmix")
+TTA_MODES = ("none", "flip", "flip_shift")
 OPTIMIZERS = ("adamw", "sgd")
 POOLINGS = ("avg", "max")
+PRECISIONS = ("auto", "on", "off")
 
 
-class ConfigError(ValueError):
-    """A configuration value is unknown or out of range. The message lists every problem."""
+class ConfigError(UserError, ValueError):
+    """Configuration values are unknown, of the wrong type or out of range.
+
+    `problems` holds one (field, message) pair per problem; the field is "" for a
+    problem of the whole file. The text lists every problem, one per line.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]] | str, *, prefix: str = "invalid configuration"):
+        self.problems = [("", problems)] if isinstance(problems, str) else list(problems)
+        if isinstance(problems, str):
+            text = problems
+        else:
+            text = f"{prefix}:\n  " + "\n  ".join(f"{k}: {m}" if k else m for k, m in self.problems)
+        super().__init__(text)
+
+    def by_field(self) -> dict[str, str]:
+        """{field: its problems joined by '; '}; problems of no field are under ""."""
+        out: dict[str, str] = {}
+        for key, message in self.problems:
+            out[key] = "; ".join(m for m in (out.get(key), message) if m)
+        return out
 
 
 @dataclass
@@ -123,50 +145,124 @@ def _check_type(key: str, value, problems: list) -> object:
     optional = "None" in str(spec)
     if value is None:
         if not optional:
-            problems.append(f"{key}: must not be null")
+            problems.append((key, "must not be null"))
         return value
     if "float" in str(spec):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"{key}: expected a number, got {value!r}")
+            problems.append((key, f"expected a number, got {value!r}"))
             return value
         try:
             number = float(value)
         except OverflowError:  # a whole number too large for a float
-            problems.append(f"{key}: {_shown(value)} is too large; give a plain number")
+            problems.append((key, f"{_shown(value)} is too large; give a plain number"))
             return value
         if not math.isfinite(number):
             # JSON's Infinity/NaN parse as floats; no setting means anything at either.
-            problems.append(f"{key}: {value} is not a finite number; give a plain number")
+            problems.append((key, f"{value} is not a finite number; give a plain number"))
         return number
     if "int" in str(spec):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{key}: expected a whole number, got {value!r}")
+            problems.append((key, f"expected a whole number, got {value!r}"))
         return value
     if "str" in str(spec) and not isinstance(value, str):
-        problems.append(f"{key}: expected a string, got {value!r}")
+        problems.append((key, f"expected a string, got {value!r}"))
     return value
 
 
-# whole-number field -> (lowest, highest, why the highest): values beyond cannot run.
-WHOLE_BOUNDS = {
-    "image_size": (32, 512, "larger inputs exhaust memory without helping 32x32 images"),
-    "batch_size": (1, 8192, "larger batches do not fit in memory at 32x32 and exceed a stage's steps"),
-    "frozen_epochs": (0, 1000, "longer runs take weeks; train in several runs"),
-    "finetune_epochs": (0, 1000, "longer runs take weeks; train in several runs"),
-    "seed": (0, 2**32 - 1, "NumPy and TensorFlow seeds are 32-bit"),
-    "train_subset": (10, TRAIN_SIZE, f"the training set holds {TRAIN_SIZE:,} images"),
-    "finetune_blocks": (1, 64, "EfficientNetV2B1 has 23 blocks; leave it null for all of them"),
+@dataclass(frozen=True)
+class Setting:
+    """How one TrainConfig field is named, explained and bounded: the one source for the
+    checks below and for the Retrain form.
+
+    `kind` is "int", "float", "rate" (a small number, shown in scientific notation),
+    "choice" (one of `choices`) or "text". Numbers lie in [low, high], or [low, high)
+    with `below_high`; `why` says why nothing above `high` can run.
+    """
+
+    label: str
+    help: str = ""
+    kind: str = "float"
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    below_high: bool = False
+    why: str = ""
+
+
+_EPOCHS_WHY = "longer runs take weeks; train in several runs"
+SETTINGS: dict[str, Setting] = {
+    "variant": Setting("Variant", "multitask adds the animal/vehicle head", "choice", VARIANTS),
+    "backbone": Setting("Backbone", "efficientnetv2b1 is the method's; resnet9 and airbench train from "
+                        "scratch on CPUs", "choice", BACKBONES),
+    "resnet_width": Setting("ResNet-9 width", "resnet9 only: channels of its first stage.", "int", low=8, high=256,
+                            why="wider nets do not train on these machines"),
+    "weights": Setting("Weights", "none, imagenet, or a local weights file", "text"),
+    "image_size": Setting("Image size (pixels)", "The 32x32 images are resized to this side; at least 32.", "int",
+                          low=32, high=512, why="larger inputs exhaust memory without helping 32x32 images"),
+    "dropout": Setting("Dropout", low=0.0, high=1.0, below_high=True),
+    "pooling": Setting("Pooling", "Global pooling after the backbone", "choice", POOLINGS),
+    "label_smoothing": Setting("Class head eps", "True class gets 1 - eps, every other class eps / 9. "
+                               "0 turns it off.", low=0.0, high=1.0, below_high=True),
+    "animal_label_smoothing": Setting("Animal head eps", "Targets 1 - eps and eps for the animal/vehicle head.",
+                                      low=0.0, high=1.0, below_high=True),
+    "animal_loss_weight": Setting("Animal loss weight", "Weight of the animal head's loss next to the class loss.",
+                                  low=0.0, high=100.0, why="a larger weight drowns the class head's loss"),
+    "data_dir": Setting("Data folder", "A cifar-10-batches-py folder or the tarball; empty: $CIFAR10_DIR or "
+                        "the keras download", "text"),
+    "val_split": Setting("Validation share", "Held out from the training set, stratified.",
+                         low=0.0, high=0.5, below_high=True),
+    "train_subset": Setting("Training images (0 = all)", "A stratified subset, for quick runs.", "int",
+                            low=10, high=TRAIN_SIZE, why=f"the training set holds {TRAIN_SIZE:,} images"),
+    "augment": Setting("Augmentation", "Presets of Keras's own layers", "choice", AUGMENTATIONS),
+    "batch_size": Setting("Batch size", kind="int", low=1, high=8192,
+                          why="larger batches do not fit in memory at 32x32 and exceed a stage's steps"),
+    "frozen_epochs": Setting("Frozen-backbone epochs", "Stage 1: heads only. Skipped when weights are 'none'.",
+                             "int", low=0, high=1000, why=_EPOCHS_WHY),
+    "frozen_lr": Setting("Frozen-stage learning rate", kind="rate", low=0.0),
+    "finetune_epochs": Setting("Fine-tuning epochs", "Stage 2: the whole backbone (or its top blocks).", "int",
+                               low=0, high=1000, why=_EPOCHS_WHY),
+    "finetune_lr": Setting("Fine-tuning learning rate", kind="rate", low=0.0),
+    "finetune_blocks": Setting("Fine-tuned top blocks (0 = all)", kind="int", low=1, high=64,
+                               why="EfficientNetV2B1 has 23 blocks; leave it null for all of them"),
+    "optimizer": Setting("Optimizer", "sgd is Nesterov SGD with `momentum`", "choice", OPTIMIZERS),
+    "momentum": Setting("SGD momentum", "Nesterov momentum; used when the optimizer is sgd.",
+                        low=0.0, high=1.0, below_high=True),
+    "weight_decay": Setting("Weight decay", "Per step, times the learning rate (decoupled)", "rate", low=0.0,
+                            high=1.0, why="each step shrinks weights by learning rate x weight decay; "
+                            "above 1 it wipes them out"),
+    "warmup_epochs": Setting("Warmup epochs", "Linear warmup at the start of each stage", low=0.0, high=1000.0,
+                             why="the longest stage allowed"),
+    "tta": Setting("Test-time augmentation", "flip averages the image and its mirror; flip_shift adds "
+                   "one-pixel shifts of both", "choice", TTA_MODES),
+    "seed": Setting("Seed", kind="int", low=0, high=2**32 - 1, why="NumPy and TensorFlow seeds are 32-bit"),
+    "mixed_precision": Setting("Mixed precision", "auto: bf16/fp16 on a GPU only", "choice", PRECISIONS),
+    "progress_interval": Setting("Progress every (s)", low=0.0, high=3600.0,
+                                 why="progress.json would look stalled for over an hour"),
+    "name": Setting("Run name", "Prefix of the new run's id", "text"),
 }
-# number field -> (highest, why); each must also be finite and at least 0. The learning
-# rates' limits depend on the optimizer and are checked on their own.
-NUMBER_BOUNDS = {
-    "animal_loss_weight": (100.0, "a larger weight drowns the class head's loss"),
-    "weight_decay": (1.0, "each step shrinks weights by learning rate x weight decay; above 1 it wipes them out"),
-    "warmup_epochs": (1000.0, "the longest stage allowed"),
-    "progress_interval": (3600.0, "progress.json would look stalled for over an hour"),
-}
+
+
+def _check_setting(key: str, value, problems: list) -> None:
+    """The choice and range of `SETTINGS[key]` (the value's type is already checked)."""
+    spec = SETTINGS[key]
+    if spec.kind == "choice":
+        if value not in spec.choices:
+            problems.append((key, f"{value!r} is not one of {', '.join(spec.choices)}"))
+        return
+    if spec.kind == "text" or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        return  # refused by the type check
+    low, high = spec.low, spec.high
+    if spec.below_high and not low <= value < high:
+        problems.append((key, f"{value} must be in [{low:g}, {high:g})"))
+    elif low is not None and value < low:
+        problems.append((key, f"{value} must be at least {low:g}" if low else f"{value} must be a non-negative number"))
+    elif high is not None and not spec.below_high and value > high:
+        limit = f"{int(high):,}" if spec.kind == "int" else f"{high:g}"
+        problems.append((key, f"{_shown(value)} is larger than {limit} ({spec.why})"))
 
 
 def _check_warmup(c: TrainConfig, problems: list) -> None:
@@ -179,74 +275,38 @@ def _check_warmup(c: TrainConfig, problems: list) -> None:
     if plan:
         stage, shortest = min(plan, key=lambda item: item[1])
         if c.warmup_epochs > shortest:
-            problems.append(
-                f"warmup_epochs: {c.warmup_epochs:g} is longer than the {stage} stage ({shortest} epochs), "
-                f"which would never reach its peak learning rate; use at most {shortest}"
-            )
+            problems.append(("warmup_epochs", f"{c.warmup_epochs:g} is longer than the {stage} stage "
+                             f"({shortest} epochs), which would never reach its peak learning rate; "
+                             f"use at most {shortest}"))
 
 
 def _check_ranges(c: TrainConfig, problems: list) -> None:
-    def choice(key, options):
-        if getattr(c, key) not in options:
-            problems.append(f"{key}: {getattr(c, key)!r} is not one of {', '.join(options)}")
-
-    choice("variant", VARIANTS)
-    choice("backbone", BACKBONES)
-    choice("augment", AUGMENTATIONS)
-    choice("pooling", POOLINGS)
-    choice("mixed_precision", ("auto", "on", "off"))
-    choice("optimizer", OPTIMIZERS)
-    choice("tta", TTA_MODES)
-    if isinstance(c.momentum, float) and not 0.0 <= c.momentum < 1.0:
-        problems.append(f"momentum: {c.momentum} must be in [0, 1)")
-    for key in ("label_smoothing", "animal_label_smoothing"):
-        v = getattr(c, key)
-        if isinstance(v, float) and not 0.0 <= v < 1.0:
-            problems.append(f"{key}: {v} must be in [0, 1)")
-    if isinstance(c.dropout, float) and not 0.0 <= c.dropout < 1.0:
-        problems.append(f"dropout: {c.dropout} must be in [0, 1)")
-    if isinstance(c.val_split, float) and not 0.0 <= c.val_split < 0.5:
-        problems.append(f"val_split: {c.val_split} must be in [0, 0.5)")
-    for key, (low, high, why) in WHOLE_BOUNDS.items():
-        v = getattr(c, key)
-        if isinstance(v, int) and not isinstance(v, bool):
-            if v < low:
-                problems.append(f"{key}: {v} must be at least {low}")
-            elif v > high:
-                problems.append(f"{key}: {_shown(v)} is larger than {high:,} ({why})")
-    for key, (high, why) in NUMBER_BOUNDS.items():
-        v = getattr(c, key)
-        if isinstance(v, float) and math.isfinite(v):
-            if v < 0:
-                problems.append(f"{key}: {v} must be a non-negative number")
-            elif v > high:
-                problems.append(f"{key}: {v} is larger than {high:g} ({why})")
+    """Each field's own choice and range (`SETTINGS`), then the rules that tie fields together."""
+    for key in SETTINGS:
+        _check_setting(key, getattr(c, key), problems)
     _check_warmup(c, problems)
     # SGD on BatchNorm networks runs at rates far above AdamW's (airbench: 1.5).
     max_lr = 10.0 if c.optimizer == "sgd" else 1.0
     for key in ("frozen_lr", "finetune_lr"):
         v = getattr(c, key)
         if isinstance(v, float) and v < 0:
-            problems.append(f"{key}: {v} must be a non-negative number")
+            problems.append((key, f"{v} must be a non-negative number"))
         elif isinstance(v, float) and v > max_lr:
-            problems.append(f"{key}: {v} is larger than {max_lr:g} (the limit for optimizer {c.optimizer!r})")
+            problems.append((key, f"{v} is larger than {max_lr:g} (the limit for optimizer {c.optimizer!r})"))
     if c.backbone in ("resnet9", "airbench") and c.weights == "imagenet":
-        problems.append(
-            f"weights: 'imagenet' exists only for efficientnetv2b1; {c.backbone} trains from 'none' or a local file"
-        )
-    if isinstance(c.resnet_width, int) and not isinstance(c.resnet_width, bool) and not 8 <= c.resnet_width <= 256:
-        problems.append(f"resnet_width: {c.resnet_width} must be in 8..256")
+        problems.append(("weights", f"'imagenet' exists only for efficientnetv2b1; "
+                                    f"{c.backbone} trains from 'none' or a local file"))
     if isinstance(c.weights, str) and c.weights not in ("none", "imagenet"):
         if not Path(os.path.expanduser(c.weights)).is_file():
-            problems.append(f"weights: {c.weights!r} is neither 'none', 'imagenet' nor an existing file")
+            problems.append(('weights', f"{c.weights!r} is neither 'none', 'imagenet' nor an existing file"))
     if isinstance(c.frozen_epochs, int) and isinstance(c.finetune_epochs, int):
         if c.frozen_epochs + c.finetune_epochs < 1 and not (c.weights == "none" and c.finetune_epochs >= 1):
-            problems.append("frozen_epochs + finetune_epochs: train for at least one epoch")
+            problems.append(("finetune_epochs", "frozen_epochs + finetune_epochs: train for at least one epoch"))
         if c.weights == "none" and c.finetune_epochs < 1:
-            problems.append("finetune_epochs: must be at least 1 when training from scratch (weights 'none')")
+            problems.append(('finetune_epochs', "must be at least 1 when training from scratch (weights 'none')"))
     if isinstance(c.name, str):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}", c.name):
-            problems.append(f"name: {c.name!r} must be 1-40 letters, digits, '.', '_' or '-'")
+            problems.append(('name', f"{c.name!r} must be 1-40 letters, digits, '.', '_' or '-'"))
 
 
 def make_config(values: dict | None = None, overrides: list[str] | None = None) -> TrainConfig:
@@ -258,7 +318,7 @@ def make_config(values: dict | None = None, overrides: list[str] | None = None) 
     problems = []
     for item in overrides or []:
         if "=" not in item:
-            problems.append(f"--set {item!r}: expected key=value")
+            problems.append(("", f"--set {item!r}: expected key=value"))
             continue
         key, text = item.split("=", 1)
         key = key.strip()
@@ -266,7 +326,7 @@ def make_config(values: dict | None = None, overrides: list[str] | None = None) 
     values.pop("$comment", None)
     unknown = sorted(set(values) - set(FIELDS))
     for key in unknown:
-        problems.append(f"{key}: unknown key (known keys: {', '.join(FIELDS)})")
+        problems.append(("", f"{key}: unknown key (known keys: {', '.join(FIELDS)})"))
     clean = {}
     for key, value in values.items():
         if key in FIELDS:
@@ -277,7 +337,7 @@ def make_config(values: dict | None = None, overrides: list[str] | None = None) 
     config = TrainConfig(**clean)
     _check_ranges(config, problems)
     if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        raise ConfigError(problems)
     return config
 
 
@@ -313,4 +373,4 @@ def load_config_file(path: str | Path, overrides: list[str] | None = None) -> Tr
     try:
         return make_config(values, overrides)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(exc.problems, prefix=f"{path}: invalid configuration") from None

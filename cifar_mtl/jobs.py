@@ -720,20 +720,12 @@ def _wait(runner: JobRunner, job_id: int, timeout: float | None) -> int:
 def config_problems(values: dict) -> dict[str, str]:
     """Validate form values with `make_config`; {field: problem} for each bad field ({} if valid).
 
-    A problem naming several fields ("frozen_epochs + finetune_epochs: ...") is filed
-    under the last field it names; one naming no field goes under "".
+    A problem of no one field goes under "".
     """
     try:
         make_config(values)
     except ConfigError as exc:
-        problems: dict[str, str] = {}
-        for line in str(exc).splitlines()[1:]:
-            head, _, text = line.strip().partition(": ")
-            names = [n for n in head.replace("+", " ").split() if n in FIELDS]
-            key = names[-1] if names else ""
-            text = text if names else line.strip()
-            problems[key] = "; ".join(p for p in (problems.get(key), text) if p)
-        return problems or {"": str(exc)}
+        return exc.by_field()
     return {}
 
 

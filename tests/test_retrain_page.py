@@ -1,6 +1,7 @@
 """The Retrain page, run on its own with AppTest (no app.py needed)."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from cifar_mtl.jobs import JobRunner
 from cifar_mtl.runs import atomic_write_json, run_dir
 from cifar_mtl.synthetic import make_fake_run
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "retrain.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "views" / "retrain.py")
 TIMEOUT_S = 900  # a worker shares two cores with other people's work
 
 
@@ -26,7 +27,8 @@ def page(**state) -> AppTest:
 
 
 def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    """The elements' text as a reader sees it: without the backslashes that escape markdown."""
+    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for e in elements))
 
 
 def wait_for(predicate, timeout=TIMEOUT_S, what="condition"):
@@ -108,12 +110,12 @@ def test_cloning_a_fast_backbone_run_keeps_its_recipe(runner, home):
     recipe = load_config_file(Path(PAGE).parent.parent / "configs" / "cpu_fast.json").to_dict()
     make_fake_run("fast-run", home, n=20)
     folder = run_dir("fast-run", home)
-    atomic_write_json(folder / "config.json", {**recipe, "finetune_epochs": 2})
+    atomic_write_json(folder / "config.json", {**recipe, "finetune_epochs": 5})
     at = page(run_id="fast-run", reviewer="ada")
     assert at.selectbox(key="rt_backbone").value == "airbench"
     assert at.selectbox(key="rt_optimizer").value == "sgd"
     assert at.selectbox(key="rt_tta").value == recipe["tta"] == "flip_shift"
-    at.number_input(key="rt_finetune_epochs").set_value(3).run()
+    at.number_input(key="rt_finetune_epochs").set_value(6).run()
     at.button(key="rt_submit").click().run()
     assert "queued" in texts(at.success), texts(at.error)
     job = runner.get(int(runner.list_jobs(refresh=False).loc[0, "id"]), refresh=False)
@@ -121,7 +123,7 @@ def test_cloning_a_fast_backbone_run_keeps_its_recipe(runner, home):
     assert {k: v for k, v in job["config"].items() if k != "finetune_epochs"} == {
         k: v for k, v in recipe.items() if k != "finetune_epochs"
     }
-    assert job["config"]["finetune_epochs"] == 3
+    assert job["config"]["finetune_epochs"] == 6
     runner.cancel(int(job["id"]), grace=2)
 
 
