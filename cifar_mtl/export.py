@@ -170,6 +170,18 @@ def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def file_stem(run_id: str, *, long: bool = False, filtered: bool = False) -> str:
+    """An error-category export's name without time stamp: `<run_id>-errors[-long][-filtered]`."""
+    return f"{run_id}-errors{'-long' if long else ''}{'-filtered' if filtered else ''}"
+
+
+def kept_path(stem: str, home_dir=None) -> Path:
+    """`<home>/exports/<stem>-<YYYYmmdd-HHMMSS>.csv`: where an export is kept by default."""
+    from cifar_mtl.runs import home
+
+    return home(home_dir) / "exports" / f"{stem}-{_stamp()}.csv"
+
+
 def _out_path(out, home_dir, stem: str) -> Path:
     """Where an export goes: `out` in an existing folder, else a stamped file under `<home>/exports/`.
 
@@ -180,7 +192,7 @@ def _out_path(out, home_dir, stem: str) -> Path:
 
     exports = home(home_dir) / "exports"
     if out is None:
-        return exports / f"{stem}-{_stamp()}.csv"
+        return kept_path(stem, home_dir)
     path = Path(out).expanduser()
     if path.is_dir():
         raise ValueError(f"--out {path} is a folder; give a file name ending in .csv")
@@ -209,7 +221,7 @@ def export_error_csv(run_id: str, *, long: bool = False, out=None, home_dir=None
     """`write_error_csv`, also returning the number of data rows (0: nothing reviewed yet)."""
     from cifar_mtl.runs import load_predictions
 
-    path = _out_path(out, home_dir, f"{run_id}-errors{'-long' if long else ''}")  # refuse a bad --out first
+    path = _out_path(out, home_dir, file_stem(run_id, long=long))  # refuse a bad --out first
     preds = load_predictions(run_id, home_dir)
     own = store is None
     store = ReviewStore(default_path(home_dir)) if own else store
