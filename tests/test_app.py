@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -41,7 +43,8 @@ def open_app(page: str | None = None, reviewer: str | None = None, run_id: str |
 
 
 def texts(elements) -> list[str]:
-    return [e.value for e in elements]
+    """The elements' text as a reader sees it: without the backslashes that escape markdown."""
+    return [re.sub(r"\\(.)", r"\1", e.value) if isinstance(e.value, str) else e.value for e in elements]
 
 
 def grid_captions(at: AppTest) -> list[str]:
@@ -71,9 +74,9 @@ def test_overview_lists_every_run_with_its_figures(fx):
     for run_id in fx.run_ids:
         expected = load_predictions(run_id)["correct"].mean()
         shown = runs_shown.loc[runs_shown["run"] == run_id, "accuracy"].iloc[0]
-        assert shown == pytest.approx(expected)
+        assert shown == pytest.approx(100 * expected)  # percent, shown with two decimals
     assert set(runs_shown["backbone"]) == {"efficientnetv2b1"}
-    # the newest run is under review by default
+    # the most accurate succeeded run (here also the newest) is under review by default
     assert at.sidebar.selectbox(key=ui.RUN_KEY).value == "multi-b"
     preds = load_predictions("multi-b")
     n_errors = int((~preds["correct"]).sum())
