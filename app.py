@@ -15,20 +15,23 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cifar_mtl import runs, ui
+from cifar_mtl import runs
+from cifar_mtl.app import loaders
+from cifar_mtl.app.messages import show_error
+from cifar_mtl.app.sidebar import sidebar
 
 ROOT = Path(__file__).resolve().parent
 
 st.set_page_config(page_title="cifar-mtl error analysis", page_icon=str(ROOT / "assets" / "icon.png"), layout="wide")
 
 try:
-    table = ui.run_table()
+    table = loaders.run_table()
 except Exception as exc:  # an unreadable artifacts home must still show the Getting started page
-    ui.show_error(exc, "Listing runs")
+    show_error(exc, "Listing runs")
     table = pd.DataFrame(columns=runs.RUN_COLUMNS)
-has_runs = bool(ui.complete_run_ids(table))
+has_runs = bool(loaders.complete_run_ids(table))
 
-ui.sidebar(table)
+sidebar(table)
 
 start = st.Page("views/getting_started.py", title="Getting started", icon=":material/rocket_launch:",
                 url_path="start")

@@ -46,13 +46,14 @@ def _figure(name: str, seconds: float, limit_ms: float | None) -> dict:
 def _prepare(root: Path) -> None:
     """Fixture home with two 10,000-image runs, matching images and 1,000 tags."""
     from cifar_mtl.analysis import error_table
-    from cifar_mtl.reviews import ReviewStore
+    from cifar_mtl.stores.database import default_path
+    from cifar_mtl.stores.reviews import ReviewStore
     from cifar_mtl.runs import load_predictions
     from tests.app_fixture import build_home
 
     fx = build_home(root, n=N_IMAGES)
     os.environ.update(fx.env())
-    store = ReviewStore(fx.home / "reviews.sqlite")
+    store = ReviewStore(default_path(fx.home))
     errors = error_table(load_predictions("multi-b"))["index"].to_numpy()
     for k, category in enumerate(store.category_names()):
         store.tag_many("multi-b", errors[k * 150 : (k + 1) * 150], category, "ann")
@@ -83,11 +84,11 @@ def _click_rows(at, repeats: int) -> list[dict]:
 def _fragment_script() -> None:
     import streamlit as st
 
-    from cifar_mtl import ui
+    from cifar_mtl.app import loaders, state, widgets
 
-    st.session_state.setdefault(ui.REVIEWER_KEY, "bench")
-    index = int(ui.predictions("multi-b").loc[lambda d: ~d["correct"], "index"].iloc[0])
-    ui.tag_controls("multi-b", index, key="frag")
+    st.session_state.setdefault(state.REVIEWER_KEY, "bench")
+    index = int(loaders.predictions("multi-b").loc[lambda d: ~d["correct"], "index"].iloc[0])
+    widgets.tag_controls("multi-b", index, key="frag")
 
 
 def _fragment_row(repeats: int) -> dict:
@@ -104,7 +105,7 @@ def run(quick: bool = False) -> list[dict]:
     """Time every page and a tag click; one dict per figure (name, value, unit, target, ok)."""
     from streamlit.testing.v1 import AppTest
 
-    from cifar_mtl import ui
+    from cifar_mtl.app import loaders
     from tests.app_fixture import APP
 
     repeats = 3 if quick else 7
@@ -116,7 +117,7 @@ def run(quick: bool = False) -> list[dict]:
             at.query_params["reviewer"] = REVIEWER
             at.run()
             rows = _page_rows(at, repeats)
-            thumbs = ui.test_images()[0]
+            thumbs = loaders.test_images()[0]
             before = thumbs.n_encoded
             at.switch_page("views/errors.py").run()
             for _ in range(repeats):

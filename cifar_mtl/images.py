@@ -7,7 +7,7 @@ millisecond; a page shows dozens and reruns on every click, so `Thumbnails`
 encodes each (image, scale) pair once and hands back the same bytes afterwards.
 
 No Streamlit and no TensorFlow here: the app wraps a `Thumbnails` in
-`st.cache_resource` (see `cifar_mtl.ui`).
+`st.cache_resource` (see `cifar_mtl.app.loaders`).
 """
 
 from __future__ import annotations

@@ -10,11 +10,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.app_fixture import APP, break_run, build_home
-from cifar_mtl import analysis, ui
+from cifar_mtl import analysis
+from cifar_mtl.app import figures, loaders, messages, sidebar, state
 from cifar_mtl.compare import compare_runs
 from cifar_mtl.labels import CLASS_NAMES
 from cifar_mtl.mislabels import corrected_accuracy, rank_mislabels
-from cifar_mtl.reviews import ReviewStore
+from cifar_mtl.stores.database import default_path
+from cifar_mtl.stores.reviews import ReviewStore
 from cifar_mtl.runs import load_predictions
 
 TIMEOUT = 60  # seconds per script run; the first run imports plotly and pandas
@@ -77,7 +79,7 @@ def test_overview_lists_every_run_with_its_figures(fx):
         assert shown == pytest.approx(100 * expected)  # percent, shown with two decimals
     assert set(runs_shown["backbone"]) == {"efficientnetv2b1"}
     # the most accurate succeeded run (here also the newest) is under review by default
-    assert at.sidebar.selectbox(key=ui.RUN_KEY).value == "multi-b"
+    assert at.sidebar.selectbox(key=state.RUN_KEY).value == "multi-b"
     preds = load_predictions("multi-b")
     n_errors = int((~preds["correct"]).sum())
     assert any(m.value == f"0 of {n_errors:,}" for m in at.metric)
@@ -158,7 +160,7 @@ def test_opening_an_image_shows_its_detail(fx):
     ],
 )
 def test_confusion_click_is_read_back_as_true_and_predicted_class(state, cell):
-    assert ui.cell_from_selection(state) == cell
+    assert figures.cell_from_selection(state) == cell
 
 
 def test_confusion_cell_filter_shows_those_images(fx):
@@ -187,7 +189,7 @@ def test_a_tag_set_on_errors_is_stored_and_shows_on_review(fx):
     button(at, "err_tag_clutter").click().run()  # ... then an image is tagged on Errors
     assert button(at, "err_tag_clutter").proto.type == "primary"
 
-    tags = ReviewStore(fx.home / "reviews.sqlite").current_tags()
+    tags = ReviewStore(default_path(fx.home)).current_tags()
     assert tags[["index", "category", "reviewer", "run_id"]].values.tolist() == [[detail, "clutter", "ada", "multi-b"]]
     everyone = at.dataframe[-1].value
     assert everyone.values.tolist() == [["ada", "clutter", ""]]
@@ -207,7 +209,7 @@ def test_review_queue_moves_and_tags_with_its_buttons(fx):
     button(at, "rev_tag_pose").click().run()
     button(at, "rev_tag_colour").click().run()
     button(at, "rev_tag_pose").click().run()  # a second press removes the tag
-    store = ReviewStore(fx.home / "reviews.sqlite")
+    store = ReviewStore(default_path(fx.home))
     assert store.current_tags(reviewer="bob")[["index", "category"]].values.tolist() == [[queue[1], "colour"]]
     button(at, "rev_undo").click().run()  # undoes the last change: the pose tag is back
     assert sorted(store.current_tags(reviewer="bob")["category"]) == ["colour", "pose"]
@@ -219,7 +221,7 @@ def test_tag_controls_ask_for_a_name_first(fx):
     at = open_app("errors")
     assert any("Type your name" in m for m in texts(at.info))
     assert not [b for b in at.button if (b.key or "").startswith("err_tag_")]
-    at.text_input(key=ui.REVIEWER_KEY).input("cy").run()
+    at.text_input(key=state.REVIEWER_KEY).input("cy").run()
     assert button(at, "err_tag_clutter")
 
 
@@ -231,7 +233,7 @@ def test_confirming_a_mislabel_updates_the_corrected_accuracy(fx):
     preds = load_predictions("multi-b")
     top = rank_mislabels(preds).iloc[0]
     button(at, f"ml_confirmed_{int(top['index'])}").click().run()
-    store = ReviewStore(fx.home / "reviews.sqlite")
+    store = ReviewStore(default_path(fx.home))
     verdicts = store.current_mislabels()
     assert verdicts[["index", "verdict", "suggested_label"]].values.tolist() == [
         [int(top["index"]), "confirmed", int(top["suggested"])]
@@ -245,8 +247,8 @@ def test_confirming_a_mislabel_updates_the_corrected_accuracy(fx):
 def test_compare_shows_the_comparison_figures(fx):
     at = open_app("compare", reviewer="ada")
     # defaults: newest single-task run as A, newest multitask run as B
-    assert at.selectbox(key=ui.COMPARE_BASE_KEY).value == "single-a"
-    assert at.selectbox(key=ui.COMPARE_KEY).value == "multi-b"
+    assert at.selectbox(key=state.COMPARE_BASE_KEY).value == "single-a"
+    assert at.selectbox(key=state.COMPARE_KEY).value == "multi-b"
     cmp = compare_runs(load_predictions("single-a"), load_predictions("multi-b"))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Accuracy A"] == f"{cmp.accuracy_a:.2%}"
@@ -326,7 +328,7 @@ def test_missing_dataset_keeps_tables_and_charts_with_a_notice(fx, monkeypatch):
     table = at.dataframe[0].value
     assert len(table) == 24 and {"label_name", "pred_name", "confidence"} <= set(table.columns)
     button(at, "err_tag_clutter").click().run()  # tagging still works without images
-    assert len(ReviewStore(fx.home / "reviews.sqlite").current_tags()) == 1
+    assert len(ReviewStore(default_path(fx.home)).current_tags()) == 1
     for page in ("overview", "compare", "mislabels", "review"):
         at.switch_page(f"views/{page}.py").run()
         assert not at.exception and not at.error, page
@@ -349,9 +351,9 @@ def test_a_corrupt_run_shows_a_message_and_other_runs_work(fx):
     assert not at.exception
     assert any("broken-c" in m and "cannot be read" in m for m in texts(at.error))
     # the run still training is listed as needing attention, not offered for review
-    assert "training-d" not in at.sidebar.selectbox(key=ui.RUN_KEY).options
+    assert "training-d" not in at.sidebar.selectbox(key=state.RUN_KEY).options
     assert "In progress: training-d (running)" in texts(at.sidebar.caption)
-    at.sidebar.selectbox(key=ui.RUN_KEY).set_value("single-a").run()
+    at.sidebar.selectbox(key=state.RUN_KEY).set_value("single-a").run()
     assert not at.error and len(grid_captions(at)) == 24
     at.switch_page("views/overview.py").run()
     listed = at.dataframe[0].value.set_index("run")
@@ -373,7 +375,7 @@ def test_an_unusable_review_database_leaves_the_grid_working(fx):
 
 def test_thumbnails_are_made_once_for_every_session_and_rerun(fx):
     first = open_app("errors", reviewer="ada")
-    thumbs = ui.test_images()[0]
+    thumbs = loaders.test_images()[0]
     made = thumbs.n_encoded
     assert made == len(first.image)  # 24 grid thumbnails and the large detail image
     first.run()
@@ -386,26 +388,26 @@ def test_error_messages_say_what_to_do_instead_of_a_traceback():
     from cifar_mtl.runs import RunError
 
     known = RunError("run 'x': predictions.parquet is missing (/h/runs/x/predictions.parquet)")
-    assert ui.error_message(known, "Run x") == f"Run x: {known}"
-    bug = ui.error_message(KeyError("prob_3"))
+    assert messages.error_message(known, "Run x") == f"Run x: {known}"
+    bug = messages.error_message(KeyError("prob_3"))
     assert "unexpected KeyError" in bug and "rest of the app still works" in bug
 
     def page():
         import streamlit as st
 
-        from cifar_mtl import ui
+        from cifar_mtl.app import messages
 
         try:
             {}["prob_3"]
         except KeyError as exc:
-            ui.show_error(exc, "Drawing")
+            messages.show_error(exc, "Drawing")
         st.write("still here")
 
     at = AppTest.from_function(page).run()
     assert not at.exception
     shown = ("Drawing: unexpected KeyError: 'prob_3'. The rest of the app still works; "
              "the server's console has the details for a bug report.")
-    assert texts(at.error) == [ui.escape_markdown(shown, keep_code=True)]
+    assert texts(at.error) == [shown]  # escaped for markdown, read as typed
     assert not at.expander and not at.code  # no traceback in the browser
     assert "still here" in texts(at.markdown)
 
@@ -419,7 +421,7 @@ def test_the_default_run_is_the_reviewers_last_else_the_best_succeeded():
         "state": ["failed", "running", "succeeded", "succeeded", "succeeded"],
         "accuracy": [0.26, None, 0.80, 0.91, 0.70],
     })
-    assert ui.default_run(table) == "best"  # not the newest, which failed
-    assert ui.default_run(table, last="older") == "older"
-    assert ui.default_run(table, last="partial") == "best"  # an incomplete run is no choice
-    assert ui.default_run(table.iloc[:1]) == "newest-failed"  # nothing succeeded: the newest complete
+    assert sidebar.default_run(table) == "best"  # not the newest, which failed
+    assert sidebar.default_run(table, last="older") == "older"
+    assert sidebar.default_run(table, last="partial") == "best"  # an incomplete run is no choice
+    assert sidebar.default_run(table.iloc[:1]) == "newest-failed"  # nothing succeeded: the newest complete

@@ -9,7 +9,7 @@ import tomllib
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cifar_mtl import ui
+from cifar_mtl.app.messages import escape_markdown
 from cifar_mtl.jobs import JobRunner
 from cifar_mtl.runs import STATUS_FILE, atomic_write_json, run_dir
 from tests.app_fixture import APP, build_home
@@ -37,7 +37,7 @@ def markdown_bodies(at: AppTest) -> list[str]:
 def assert_no_live_markup(at: AppTest) -> None:
     bodies = markdown_bodies(at)
     assert not [b for b in bodies if "![x](" in b or "](http" in b], bodies
-    assert any(ui.escape_markdown(IMAGE) in b for b in bodies), "the hostile text is not shown at all"
+    assert any(escape_markdown(IMAGE) in b for b in bodies), "the hostile text is not shown at all"
 
 
 def open_page(page: str, **query) -> AppTest:
@@ -52,7 +52,7 @@ def open_page(page: str, **query) -> AppTest:
 
 @pytest.mark.parametrize("text", [IMAGE, "[link](http://127.0.0.2:9/)", "<img src=x>", ":red[x] $x$ `c`"])
 def test_escaped_text_renders_as_typed(text):
-    escaped = ui.escape_markdown(text)
+    escaped = escape_markdown(text)
     # No markdown or HTML character is left without a backslash in front of it.
     assert not re.search(r"(?<!\\)[\[\]()<>!`$:*_]", escaped), escaped
     # Every special character is escaped, so removing the escapes gives the text back.
@@ -79,7 +79,7 @@ def test_a_jobs_submitter_and_error_on_the_retrain_page(fx):
     at = open_page("retrain")
     bodies = markdown_bodies(at)
     assert not [b for b in bodies if "![x](" in b], bodies
-    assert sum(ui.escape_markdown(IMAGE) in b for b in bodies) >= 2, bodies  # the name and the error
+    assert sum(escape_markdown(IMAGE) in b for b in bodies) >= 2, bodies  # the name and the error
 
 
 def test_the_server_listens_on_loopback_and_shows_no_tracebacks():

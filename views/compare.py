@@ -2,42 +2,36 @@
 
 import streamlit as st
 
-from cifar_mtl import ui
+from cifar_mtl.app import captions, figures, loaders, widgets
+from cifar_mtl.app.messages import show_error
+from cifar_mtl.app.sidebar import GETTING_STARTED, compare_pickers
 from cifar_mtl.compare import compare_runs
 
 GALLERY = 24
 
 st.title("Compare runs")
-table = ui.run_table()
-ids = ui.complete_run_ids(table)
+table = loaders.run_table()
+ids = loaders.complete_run_ids(table)
 if len(ids) < 2:
     st.info("Comparing needs two complete runs; there are fewer so far.", icon=":material/info:")
-    st.page_link("views/getting_started.py", label="Getting started: train both variants",
-                 icon=":material/rocket_launch:")
+    st.page_link(GETTING_STARTED, label="Getting started: train both variants", icon=":material/rocket_launch:")
     st.stop()
 
-default_a, default_b = ui.compare_defaults(table)
-ui.keep_valid(ui.COMPARE_BASE_KEY, ids, default_a)
-ui.keep_valid(ui.COMPARE_KEY, ids, default_b)
-label = ui.run_label(table)
-with st.sidebar:
-    st.divider()
-    st.markdown("**Compare**")
-    run_a = st.selectbox("Run A (baseline)", ids, key=ui.COMPARE_BASE_KEY, format_func=label, persist_state="session")
-    run_b = st.selectbox("Run B", ids, key=ui.COMPARE_KEY, format_func=label, persist_state="session")
+run_a, run_b = compare_pickers(table, ids)
+label = captions.run_label(table)
 st.caption(f"A = {label(run_a)}  ·  B = {label(run_b)}  (choose them in the sidebar)")
 if run_a == run_b:
     st.warning("Pick two different runs.", icon=":material/warning:")
     st.stop()
-preds_a, preds_b = ui.load_run(run_a), ui.load_run(run_b)
+preds_a, preds_b = loaders.load_run(run_a), loaders.load_run(run_b)
 if preds_a is None or preds_b is None:
     st.stop()
-store = ui.store_or_none("Review database (categories are not compared)")
+store = loaders.store_or_none("Review database (categories are not compared)")
 tags = store.current_tags() if store else None
 try:
     cmp = compare_runs(preds_a, preds_b, tags)
 except ValueError as exc:
-    ui.show_error(exc, "These runs cannot be compared")
+    show_error(exc, "These runs cannot be compared")
     st.stop()
 
 c = st.columns(3)
@@ -57,15 +51,12 @@ d[2].metric("Animal/vehicle mix-ups", f"{cmp.cross_group_a:,} → {cmp.cross_gro
 left, right = st.columns(2)
 with left:
     st.markdown("**Accuracy per class**")
-    per_class = cmp.per_class
-    st.plotly_chart(ui.comparison_bars(per_class["name"], {f"A {run_a}": per_class["accuracy_a"],
-                                                           f"B {run_b}": per_class["accuracy_b"]}, percent=True),
-                    key="cmp_per_class")
+    st.plotly_chart(figures.per_class_comparison(cmp.per_class, f"A {run_a}", f"B {run_b}"), key="cmp_per_class")
 with right:
     st.markdown("**Confusion difference** (B minus A: red cells are more frequent in B)")
-    st.plotly_chart(ui.confusion_figure(cmp.confusion_diff, diverging=True), key="cmp_confusion")
+    st.plotly_chart(figures.confusion_figure(cmp.confusion_diff, diverging=True), key="cmp_confusion")
 
-thumbs = ui.images_for(preds_a)
+thumbs = loaders.images_for(preds_a)
 fixed_tab, broken_tab, cat_tab = st.tabs(
     [f"Fixed by B ({cmp.n_fixed:,})", f"Broken by B ({cmp.n_broken:,})", "Error categories"]
 )
@@ -76,16 +67,11 @@ for tab, pairs, wrong in ((fixed_tab, cmp.fixed, "a"), (broken_tab, cmp.broken, 
             continue
         shown = pairs.sort_values(f"confidence_{wrong}", ascending=False).head(GALLERY)
         st.caption(f"The {len(shown)} most confident mistakes of run {wrong.upper()}.")
-        cols = st.columns(6)
-        for k, row in enumerate(shown.to_dict("records")):
-            with cols[k % 6]:
-                ui.show_image(thumbs, int(row["index"]), caption_text=(
-                    f"#{row['index']} {row['label_name']}: A {row['pred_a_name']}, B {row['pred_b_name']}"
-                ))
+        widgets.gallery(shown, thumbs, captions.pair_caption)
 with cat_tab:
     if cmp.categories is None or cmp.categories.empty:
         st.caption("No tagged errors yet: categories appear once images are tagged.")
     else:
         named = cmp.categories.rename(columns={"a": f"A {run_a}", "b": f"B {run_b}"})
-        st.plotly_chart(ui.comparison_bars(named.index, named.to_dict("list")), key="cmp_categories")
+        st.plotly_chart(figures.comparison_bars(named.index, named.to_dict("list")), key="cmp_categories")
         st.dataframe(named, width="stretch")

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from cifar_mtl import ui
+from cifar_mtl.app import loaders
+from cifar_mtl.app.messages import escape_markdown, flash_error, show_error, show_flash
 from cifar_mtl.config import demo_config_file, has_gpu
 
 GPU = has_gpu()
@@ -19,22 +20,22 @@ def submit_demo() -> None:
         ids = JobRunner().submit_demo(base=base)
         st.session_state["_demo_jobs"] = ids
     except Exception as exc:
-        st.session_state["_demo_error"] = ui.error_message(exc, "The demo could not be queued")
+        flash_error("demo", exc, "The demo could not be queued")
 
 
 st.title("Getting started")
-table = ui.run_table()
-if not ui.complete_run_ids(table):
+table = loaders.run_table()
+if not loaders.complete_run_ids(table):
     st.info("No finished runs yet: train one below, or point the app at an artifacts folder that has some.",
             icon=":material/info:")
 
 st.subheader("1. Point the app at CIFAR-10")
-thumbs, _, problem = ui.test_images()
+thumbs, _, problem = loaders.test_images()
 if thumbs is not None:
-    st.success(f"Test images found: {len(thumbs):,} images from {ui.data_source_text()}.", icon=":material/check:")
+    st.success(f"Test images found: {len(thumbs):,} images from {loaders.data_source_text()}.", icon=":material/check:")
 else:
     # The loader's message already says what is missing and what to set.
-    st.warning(ui.escape_markdown(problem, keep_code=True), icon=":material/hide_image:")
+    st.warning(escape_markdown(problem, keep_code=True), icon=":material/hide_image:")
 st.markdown(
     """
 The app never downloads anything by itself. Give it the official **python version** of
@@ -63,8 +64,7 @@ st.markdown(
 )
 st.button("Train the quick demo (single-task and multitask)", on_click=submit_demo,
           icon=":material/play_arrow:", type="primary", disabled=not QUICK_CONFIG.exists())
-if message := st.session_state.pop("_demo_error", None):
-    st.error(message)
+show_flash("demo")
 if ids := st.session_state.get("_demo_jobs"):
     st.success(f"Queued jobs {', '.join(map(str, ids))}.", icon=":material/schedule:")
 try:
@@ -75,7 +75,7 @@ try:
         st.dataframe(jobs, hide_index=True, width="stretch")
         st.button("Refresh", icon=":material/refresh:")
 except Exception as exc:
-    ui.show_error(exc, "Reading the job queue")
+    show_error(exc, "Reading the job queue")
 st.markdown(
     """
 From a terminal instead:

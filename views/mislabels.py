@@ -1,20 +1,21 @@
 """Mislabels: test images whose label looks wrong (cleanlab's label quality), and reviewers' verdicts."""
 
-import math
-
-import pandas as pd
 import streamlit as st
 
-from cifar_mtl import ui
+from cifar_mtl.app import captions, loaders, state, widgets
+from cifar_mtl.app.messages import flash_error, show_error, show_flash
+from cifar_mtl.app.sidebar import open_run_page
 from cifar_mtl.labels import CLASS_NAMES
 from cifar_mtl.mislabels import METHODS, corrected_accuracy, without_judged
 
 PER_PAGE = 8
 PAGE_KEY = "ml_page"
+VERDICTS = {"confirmed": ("Confirm", ":material/check:"), "rejected": ("Reject", ":material/close:"),
+            "unsure": ("Unsure", ":material/help:")}
 
-run_id, preds = ui.open_run_page("Suspected mislabels")
-name = ui.reviewer()
-store = ui.store_or_none(required=True)
+run_id, preds = open_run_page("Suspected mislabels")
+name = state.reviewer()
+store = loaders.store_or_none(required=True)
 verdicts = store.current_mislabels()
 
 
@@ -28,7 +29,7 @@ def set_verdict(index: int, verdict: str | None, label_key: str) -> None:
             given = int(preds.loc[preds["index"] == index, "label"].iloc[0])
             store.set_mislabel(run_id, index, name, verdict, label, given_label=given)
     except Exception as exc:
-        st.session_state["_ml_error"] = ui.error_message(exc, f"Verdict on #{index} not saved")
+        flash_error("verdict", exc, f"Verdict on #{index} not saved")
 
 
 acc = corrected_accuracy(preds, verdicts)
@@ -39,8 +40,7 @@ c[1].metric("Accuracy (corrected labels)", f"{acc['corrected_accuracy']:.2%}",
             help="Reviewer-confirmed corrections replace the test label (majority of verdicts)")
 c[2].metric("Labels corrected", f"{acc['n_corrected']:,}")
 c[3].metric("Verdicts recorded", f"{len(verdicts):,}")
-if message := st.session_state.pop("_ml_error", None):
-    st.error(ui.escape_markdown(message, keep_code=True))
+show_flash("verdict")
 
 c = st.columns([2, 2, 3])
 method = c[0].selectbox("Ranking", METHODS, key="ml_method", persist_state="session",
@@ -49,9 +49,9 @@ top = c[1].number_input("Suspects to list", 10, 2000, 100, step=10, key="ml_top"
 hide_judged = c[2].toggle("Hide images I have judged", key="ml_hide", persist_state="session",
                           disabled=name is None)
 try:
-    ranked = ui.ranked_mislabels(run_id, method).head(int(top))
+    ranked = loaders.ranked_mislabels(run_id, method).head(int(top))
 except Exception as exc:
-    ui.show_error(exc, "Ranking")
+    show_error(exc, "Ranking")
     st.stop()
 if hide_judged and name:
     ranked = without_judged(ranked, verdicts, name)
@@ -61,44 +61,29 @@ if ranked.empty:
     st.success("No suspect left to judge.", icon=":material/task_alt:")
     st.stop()
 
-thumbs = ui.images_for(preds)
-n_pages = max(1, math.ceil(len(ranked) / PER_PAGE))
-if not 1 <= st.session_state.get(PAGE_KEY, 1) <= n_pages:
-    st.session_state[PAGE_KEY] = 1
-page = st.session_state.get(PAGE_KEY, 1)
-for rank, row in enumerate(ranked.iloc[(page - 1) * PER_PAGE : page * PER_PAGE].to_dict("records"),
-                           start=(page - 1) * PER_PAGE + 1):
+thumbs = loaders.images_for(preds)
+page = widgets.page_of(ranked, key=PAGE_KEY, size=PER_PAGE)
+for rank, row in enumerate(page.rows.to_dict("records"), start=page.start + 1):
     index = int(row["index"])
     with st.container(border=True):
         image, info, controls = st.columns([1, 3, 3], vertical_alignment="center")
         with image:
-            ui.show_image(thumbs, index)
-        info.markdown(
-            f"**{rank}. #{index}** · labelled **{row['label_name']}** (p = {row['prob_label']:.2f}) · "
-            f"model says **{row['suggested_name']}** (p = {row['prob_suggested']:.2f}) · "
-            f"quality {row['quality']:.3f}"
-        )
+            widgets.show_image(thumbs, index)
+        info.markdown(captions.suspect_text(rank, row))
         theirs = verdicts[verdicts["index"] == index]
         if len(theirs):
-            info.caption("; ".join(
-                f"{ui.escape_markdown(r.reviewer)}: {r.verdict}" + ("" if pd.isna(r.suggested_label) else f" → {CLASS_NAMES[int(r.suggested_label)]}")
-                for r in theirs.itertuples()
-            ))
+            info.caption(captions.verdicts_text(theirs))
         if name is None:
             continue
         label_key = f"ml_label_{index}"
         controls.selectbox("Right label", range(len(CLASS_NAMES)), index=int(row["suggested"]),
-                           format_func=ui.class_option, key=label_key, label_visibility="collapsed")
+                           format_func=captions.class_option, key=label_key, label_visibility="collapsed")
         buttons = controls.container(horizontal=True)
         mine = theirs[theirs["reviewer"] == name]["verdict"].tolist()
-        for verdict, icon in (("confirmed", ":material/check:"), ("rejected", ":material/close:"),
-                              ("unsure", ":material/help:")):
-            buttons.button(
-                {"confirmed": "Confirm", "rejected": "Reject", "unsure": "Unsure"}[verdict],
-                key=f"ml_{verdict}_{index}", icon=icon, on_click=set_verdict, args=(index, verdict, label_key),
-                type="primary" if verdict in mine else "secondary",
-            )
+        for verdict, (label, icon) in VERDICTS.items():
+            buttons.button(label, key=f"ml_{verdict}_{index}", icon=icon, on_click=set_verdict,
+                           args=(index, verdict, label_key), type="primary" if verdict in mine else "secondary")
         if mine:
             buttons.button("Clear", key=f"ml_clear_{index}", type="tertiary", on_click=set_verdict,
                            args=(index, None, label_key))
-st.pagination(n_pages, key=PAGE_KEY)
+widgets.pager(page, key=PAGE_KEY)

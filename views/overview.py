@@ -3,17 +3,20 @@
 import pandas as pd
 import streamlit as st
 
-from cifar_mtl import analysis, runs, ui
+from cifar_mtl import analysis, runs
+from cifar_mtl.app import figures, loaders
+from cifar_mtl.app.messages import error_message
+from cifar_mtl.app.sidebar import GETTING_STARTED, current_run
 from cifar_mtl.mislabels import corrected_accuracy
 
 st.title("Overview")
-table = ui.run_table()
+table = loaders.run_table()
 if table.empty:
     st.info("No runs in the artifacts home yet.", icon=":material/info:")
-    st.page_link("views/getting_started.py", label="Getting started", icon=":material/rocket_launch:")
+    st.page_link(GETTING_STARTED, label="Getting started", icon=":material/rocket_launch:")
     st.stop()
 
-store = ui.store_or_none()
+store = loaders.store_or_none()
 tags, mislabels = (store.current_tags(), store.current_mislabels()) if store else (None, None)
 
 
@@ -23,9 +26,9 @@ unreadable = {}
 def corrected(run_id: str) -> float | None:
     """Accuracy against reviewer-corrected labels (None when the run cannot be read)."""
     try:
-        preds = ui.predictions(run_id)
+        preds = loaders.predictions(run_id)
     except Exception as exc:  # listed below the table; the other runs still show
-        unreadable[run_id] = ui.error_message(exc)
+        unreadable[run_id] = error_message(exc)
         return None
     return None if mislabels is None else corrected_accuracy(preds, mislabels)["corrected_accuracy"]
 
@@ -70,7 +73,7 @@ for run_id in table["run_id"]:
     try:
         histories[run_id] = runs.load_history(run_id)
     except runs.RunError as exc:
-        st.caption(ui.error_message(exc))
+        st.caption(error_message(exc))
 plotted = {r: h for r, h in histories.items() if not h.empty}
 metrics = sorted({c for h in plotted.values() for c in h.columns} - {"stage", "epoch"})
 if metrics:
@@ -82,7 +85,7 @@ if metrics:
     with_metric = [r for r, h in plotted.items() if metric in h.columns]
     shown = c2.multiselect("Runs", list(plotted), default=[r for r in with_metric if r in finished][:5],
                            key="ov_runs")
-    st.plotly_chart(ui.history_figure({r: plotted[r] for r in shown}, metric), key="ov_history")
+    st.plotly_chart(figures.history_figure({r: plotted[r] for r in shown}, metric), key="ov_history")
     missing = [r for r in plotted if metric not in plotted[r].columns]
     if missing:
         st.caption(f"Runs without `{metric}`: {', '.join(missing)}. They recorded no such metric "
@@ -91,18 +94,18 @@ if metrics:
 else:
     st.caption("No training history recorded yet.")
 
-run_id = ui.current_run(table)
+run_id = current_run(table)
 if run_id is None:
     st.stop()
 st.subheader(f"Run under review: {run_id}")
-preds = ui.load_run(run_id)
+preds = loaders.load_run(run_id)
 if preds is None:
     st.stop()
 
 left, right = st.columns(2)
 with left:
     st.markdown("**Accuracy per class** (95% Wilson interval)")
-    st.plotly_chart(ui.per_class_figure(analysis.per_class_accuracy(preds)), key="ov_per_class")
+    st.plotly_chart(figures.per_class_figure(analysis.per_class_accuracy(preds)), key="ov_per_class")
 with right:
     progress = analysis.review_progress(preds, tags, mislabels=mislabels)
     st.markdown("**Review progress**")
@@ -114,6 +117,6 @@ with right:
     st.markdown("**Error categories** (distinct error images, by true class)")
     counts = analysis.category_counts(preds, tags, by="label")
     if counts.shape[1] and counts.to_numpy().sum():
-        st.plotly_chart(ui.category_figure(counts), key="ov_categories")
+        st.plotly_chart(figures.category_figure(counts), key="ov_categories")
     else:
         st.caption("No error of this run is tagged yet: tag some on the Errors or Review page.")

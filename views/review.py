@@ -2,24 +2,27 @@
 
 import streamlit as st
 
-from cifar_mtl import analysis, ui
+from cifar_mtl import analysis
+from cifar_mtl.app import captions, figures, loaders, state, widgets
+from cifar_mtl.app.messages import show_error
+from cifar_mtl.app.sidebar import open_run_page
 from cifar_mtl.images import DETAIL_SCALE
 
 QUEUE_KEY = "review_queue"
 CURRENT_KEY = "review_current"
 
-run_id, preds = ui.open_run_page("Review")
-name = ui.reviewer()
+run_id, preds = open_run_page("Review")
+name = state.reviewer()
 if name is None:
     st.info("Type your name in the sidebar to start reviewing: each reviewer's tags are kept apart.",
             icon=":material/badge:")
     st.stop()
-store = ui.store_or_none(required=True)
+store = loaders.store_or_none(required=True)
 categories = store.category_names()
 
 with st.expander("Filter (shared with the Errors page)", icon=":material/filter_alt:"):
-    ui.filter_controls(categories, prefix="rev")
-kwargs = ui.filter_kwargs(tagged=False, reviewer=name, category=None)
+    widgets.filter_controls(categories, prefix="rev")
+kwargs = state.filter_kwargs(tagged=False, reviewer=name, category=None)
 signature = (run_id, name, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
 
 
@@ -35,16 +38,17 @@ try:
     if st.session_state.get(QUEUE_KEY, {}).get("signature") != signature:
         build_queue()
 except ValueError as exc:
-    ui.show_error(exc, "Filters")
+    show_error(exc, "Filters")
     st.stop()
 order = st.session_state[QUEUE_KEY]["order"]
-st.caption(f"Queue: your untagged errors · {ui.describe_filters(kwargs)}")
+st.caption(f"Queue: your untagged errors · {captions.describe_filters(kwargs)}")
 if not order:
     st.success("Nothing left to review under this filter.", icon=":material/task_alt:")
     st.button("Look again", on_click=build_queue, icon=":material/refresh:")
     st.stop()
-thumbs = ui.images_for(preds)
-by_index = preds.set_index(preds["index"].astype(int))
+thumbs = loaders.images_for(preds)
+# Every error with its class names, by test index (untagged: the captions show no tags).
+errors = analysis.error_table(preds, sort="index").set_index("index", drop=False)
 
 
 @st.fragment
@@ -60,16 +64,15 @@ def review_panel() -> None:
     run_wide = analysis.review_progress(preds, store.current_tags(reviewer=name), reviewer=name,
                                         notes=store.current_notes(reviewer=name))
     st.caption(f"Whole run: you have reviewed {run_wide['n_reviewed']:,} of {run_wide['n_errors']:,} errors.")
-    row = {**by_index.loc[current].to_dict(), "index": current}
-    row["label_name"], row["pred_name"] = ui.CLASS_NAMES[int(row["label"])], ui.CLASS_NAMES[int(row["pred"])]
+    row = errors.loc[current].to_dict()
     image, side = st.columns([2, 3], gap="medium")
     with image:
-        ui.show_image(thumbs, current, scale=DETAIL_SCALE, caption_text=ui.caption(row))
-        st.caption(ui.animal_text(row))
+        widgets.show_image(thumbs, current, scale=DETAIL_SCALE, caption_text=captions.caption(row))
+        st.caption(captions.animal_text(row))
     with side:
-        ui.step_buttons(order, current, key="rev_step", state_key=CURRENT_KEY)
-        ui.tag_controls(run_id, current, key="rev")
-        st.plotly_chart(ui.probability_figure(row), key="rev_probs")
+        widgets.step_buttons(order, current, key="rev_step", state_key=CURRENT_KEY)
+        widgets.tag_controls(run_id, current, key="rev")
+        st.plotly_chart(figures.probability_figure(row), key="rev_probs")
 
 
 review_panel()

@@ -9,7 +9,8 @@ from playwright.sync_api import expect
 
 from cifar_mtl.analysis import confusion_matrix
 from cifar_mtl.labels import CLASS_NAMES
-from cifar_mtl.reviews import ReviewStore
+from cifar_mtl.stores.database import default_path
+from cifar_mtl.stores.reviews import ReviewStore
 from cifar_mtl.runs import load_predictions
 from tests.browser.support import (
     assert_clean, button, choose, focus_page, goto, image_index, press, settle, shot, wait_for,
@@ -43,7 +44,7 @@ def click_cell(page, true_name: str, pred_name: str) -> None:
 def test_filter_cell_detail_and_tags_by_click_and_key(app, page):
     url, fx = app
     preds = load_predictions("multi-b", fx.home)
-    store = ReviewStore(fx.home / "reviews.sqlite")
+    store = ReviewStore(default_path(fx.home))
     goto(page, f"{url}/browse?run_id=multi-b&reviewer=ada", "Errors")
 
     true, _ = most_confused(preds)

@@ -7,7 +7,8 @@ import io
 import os
 from pathlib import Path
 
-from cifar_mtl.reviews import ReviewStore
+from cifar_mtl.stores.database import default_path
+from cifar_mtl.stores.reviews import ReviewStore
 from tests.browser.support import (
     assert_clean, focus_page, goto, image_index, open_page, press, settle, shot, wait_for,
 )
@@ -22,7 +23,7 @@ def download(page) -> list[dict]:
 
 def test_wide_and_long_files_hold_the_tags(app, page):
     url, fx = app
-    store = ReviewStore(fx.home / "reviews.sqlite")
+    store = ReviewStore(default_path(fx.home))
     goto(page, f"{url}/queue?run_id=multi-b&reviewer=ada", "Review")
     first = image_index(page)
     focus_page(page)

@@ -6,7 +6,8 @@ import pandas as pd
 
 from cifar_mtl.labels import CLASS_NAMES
 from cifar_mtl.mislabels import rank_mislabels
-from cifar_mtl.reviews import ReviewStore
+from cifar_mtl.stores.database import default_path
+from cifar_mtl.stores.reviews import ReviewStore
 from cifar_mtl.runs import load_predictions
 from tests.browser.support import assert_clean, choose, goto, keyed, settle, shot, wait_for
 
@@ -19,7 +20,7 @@ def verdicts(store: ReviewStore) -> dict[int, tuple[str, int | None]]:
 
 def test_verdicts_and_a_refused_same_label_confirm(app, page):
     url, fx = app
-    store = ReviewStore(fx.home / "reviews.sqlite")
+    store = ReviewStore(default_path(fx.home))
     ranked = rank_mislabels(load_predictions("multi-b", fx.home))
     (a, b, c), given = ranked["index"].head(3).astype(int).tolist(), ranked["label"].astype(int).tolist()
     goto(page, f"{url}/suspects?run_id=multi-b&reviewer=ada", "Suspected mislabels")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from cifar_mtl.reviews import ReviewStore
+from cifar_mtl.stores.database import default_path
+from cifar_mtl.stores.reviews import ReviewStore
 from tests.browser.support import assert_clean, focus_page, goto, image_index, press, settle, shot, wait_for
 
 
@@ -19,7 +20,7 @@ def position(page) -> str:
 
 def test_keys_notes_undo_and_a_second_reviewer_in_another_tab(app, browser, page):
     url, fx = app
-    store = ReviewStore(fx.home / "reviews.sqlite")
+    store = ReviewStore(default_path(fx.home))
     goto(page, f"{url}/queue?run_id=multi-b&reviewer=ada", "Review")
     first = image_index(page)
     focus_page(page)

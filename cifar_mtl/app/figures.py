@@ -1,0 +1,143 @@
+"""Plotly figures of the app, pure: tables in, figures out (no Streamlit, no session).
+
+Confusion matrices are clickable (`cell_from_selection` reads a click back), counts get
+whole-number axes, and class names stay readable on small screens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from cifar_mtl.labels import CLASS_NAMES, NUM_CLASSES
+
+
+def confusion_figure(cm: pd.DataFrame, *, hide_diagonal: bool = True, title: str | None = None,
+                     diverging: bool = False, height: int = 460) -> go.Figure:
+    """Heatmap of a 10x10 confusion table (rows true, columns predicted), clickable per cell.
+
+    Plotly heatmaps do not report clicks as selections, so each cell also carries an
+    invisible marker (which also gives the hover text); `cell_from_selection` reads
+    the clicked one back.
+    """
+    z = cm.to_numpy(dtype=float).copy()
+    if hide_diagonal:
+        np.fill_diagonal(z, np.nan)  # correct predictions would swamp the colour scale
+    names = list(cm.columns)
+    true_names = list(cm.index)
+    heat = go.Heatmap(
+        z=z, x=names, y=true_names, colorscale="RdBu_r" if diverging else "Blues",
+        zmid=0 if diverging else None, hoverinfo="skip", texttemplate="%{z:.0f}", colorbar={"thickness": 12},
+    )
+    xs, ys = np.meshgrid(np.arange(len(names)), np.arange(len(true_names)))
+    cells = go.Scatter(
+        x=[names[i] for i in xs.ravel()], y=[true_names[j] for j in ys.ravel()],
+        text=cm.to_numpy().ravel(),
+        mode="markers", marker={"size": 28, "opacity": 0.0, "symbol": "square"},
+        hovertemplate="true %{y} → predicted %{x}: %{text}<extra></extra>", showlegend=False,
+    )
+    fig = go.Figure([heat, cells])
+    fig.update_layout(
+        title=title, height=height, margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        xaxis={"title": "predicted", "side": "bottom"},
+        yaxis={"title": "true", "autorange": "reversed"},
+        clickmode="event+select", dragmode=False,
+    )
+    return fig
+
+
+def cell_from_selection(state) -> tuple[int, int] | None:
+    """(true class, predicted class) of the clicked confusion cell, from a plotly_chart state.
+
+    A click selects the cell's marker; its x is the predicted and its y the true class
+    name. Anything else (no click, a click elsewhere) gives None.
+    """
+    try:
+        points = state["selection"]["points"]
+    except (KeyError, TypeError):
+        return None
+    for point in points or []:
+        x, y = point.get("x"), point.get("y")
+        if x in CLASS_NAMES and y in CLASS_NAMES:
+            return CLASS_NAMES.index(y), CLASS_NAMES.index(x)
+    return None
+
+
+def probability_figure(row: dict) -> go.Figure:
+    """Bar chart of one image's ten class probabilities; the true class and the prediction marked."""
+    probs = [float(row[f"prob_{k}"]) for k in range(NUM_CLASSES)]
+    label, pred = int(row["label"]), int(row["pred"])
+    colours = ["#2e7d32" if k == label else "#c62828" if k == pred else "#90a4ae" for k in range(NUM_CLASSES)]
+    fig = go.Figure(go.Bar(x=list(CLASS_NAMES), y=probs, marker_color=colours,
+                           hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(height=240, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      yaxis={"range": [0, 1], "title": "probability"})
+    return fig
+
+
+# Counts are whole numbers: no 0.5 ticks on a count axis.
+COUNT_AXIS = {"tickformat": ",d", "rangemode": "tozero"}
+
+
+def comparison_bars(x, values: dict[str, list], *, percent: bool = False, title: str | None = None) -> go.Figure:
+    """Grouped bars, one series per entry of `values` (name -> y values over `x`).
+
+    Class names are long enough to be cut off when plotly tilts them into a small
+    bottom margin, so the axis keeps them upright and the margin grows to fit.
+    """
+    fig = go.Figure([go.Bar(x=list(x), y=list(y), name=name) for name, y in values.items()])
+    yaxis = {"tickformat": ".0%"} if percent else {"title": title or "error images", **COUNT_AXIS}
+    fig.update_layout(barmode="group", height=360, margin={"l": 10, "r": 10, "t": 40, "b": 90},
+                      xaxis={"automargin": True, "tickangle": -35}, yaxis=yaxis,
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
+    return fig
+
+
+def per_class_figure(table: pd.DataFrame, value: str = "accuracy", name: str | None = None) -> go.Figure:
+    """Bars per class with the Wilson interval when `ci_low`/`ci_high` are present."""
+    error_y = None
+    if {"ci_low", "ci_high"} <= set(table.columns):
+        error_y = {"type": "data", "symmetric": False,
+                   "array": table["ci_high"] - table[value], "arrayminus": table[value] - table["ci_low"]}
+    fig = go.Figure(go.Bar(x=table["name"], y=table[value], error_y=error_y, name=name))
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, yaxis={"tickformat": ".0%"},
+                      xaxis={"automargin": True})
+    return fig
+
+
+def history_figure(histories: dict[str, pd.DataFrame], metric: str) -> go.Figure:
+    """One line per run of `metric` against epoch (stages laid end to end)."""
+    fig = go.Figure()
+    for run_id, df in histories.items():
+        if metric not in df.columns or df.empty:
+            continue
+        fig.add_trace(go.Scatter(x=np.arange(1, len(df) + 1), y=df[metric], mode="lines+markers", name=run_id))
+    # The legend sits above the plot: below it, it covered the x-axis title.
+    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis={"title": "epoch (all stages)", "dtick": 1 if _max_len(histories) <= 30 else None},
+                      yaxis={"title": metric},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
+    return fig
+
+
+def _max_len(histories: dict[str, pd.DataFrame]) -> int:
+    return max((len(df) for df in histories.values()), default=0)
+
+
+def category_figure(counts: pd.DataFrame) -> go.Figure:
+    """Stacked bars: error images per category, split by class (rows of `counts`)."""
+    fig = go.Figure()
+    for name, row in counts.iterrows():
+        if row.sum():
+            fig.add_trace(go.Bar(x=list(counts.columns), y=row.to_numpy(), name=str(name)))
+    fig.update_layout(barmode="stack", height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      yaxis={"title": "error images", **COUNT_AXIS},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
+    return fig
+
+
+def per_class_comparison(per_class: pd.DataFrame, name_a: str, name_b: str) -> go.Figure:
+    """Accuracy per class of two runs side by side, from `compare_runs(...).per_class`."""
+    return comparison_bars(per_class["name"], {name_a: per_class["accuracy_a"], name_b: per_class["accuracy_b"]},
+                           percent=True)
