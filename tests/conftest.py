@@ -1,6 +1,8 @@
-"""Shared fixtures: an isolated artifacts home and tiny generated CIFAR-10 files."""
+"""Shared fixtures: an isolated artifacts home, tiny generated CIFAR-10 files, a job runner
+that cleans up after itself, and `wait_for` (import it: `from tests.conftest import wait_for`)."""
 
 import os
+import time
 
 import pytest
 
@@ -22,3 +24,34 @@ def fake_cifar_dir(tmp_path):
     from cifar_mtl.synthetic import write_fake_cifar
 
     return write_fake_cifar(tmp_path / "data", n_train_per_batch=20, n_test=20)
+
+
+# --- waiting on background work ---------------------------------------------------------------
+
+WAIT_S = 900  # tiny trainings and workers share two cores with other people's work
+
+
+def wait_for(predicate, timeout=WAIT_S, what="condition"):
+    """Poll `predicate()` every half second until it is truthy and return its value; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def runner(home, request):
+    """A job runner on the test's home, leaving no worker or supervisor behind.
+
+    It starts its supervisor on submit unless the test module sets `RUNNER_AUTOSTART = False`.
+    """
+    from cifar_mtl.jobs import JobRunner
+
+    r = JobRunner(home, autostart=getattr(request.module, "RUNNER_AUTOSTART", True))
+    yield r
+    for job_id in r.list_jobs(refresh=False).query("state in ['queued', 'running']")["id"]:
+        r.cancel(int(job_id), grace=2)
+    wait_for(lambda: not r.supervisor_running(), timeout=30, what="the supervisor to exit")

@@ -4,19 +4,18 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cifar_mtl import jobs
-from cifar_mtl.jobs import JobRunner
+from cifar_mtl import jobs, processes
 from cifar_mtl.runs import atomic_write_json, run_dir
 from cifar_mtl.synthetic import make_fake_run
+from tests.conftest import wait_for
 
 PAGE = str(Path(__file__).resolve().parent.parent / "views" / "retrain.py")
-TIMEOUT_S = 900  # a worker shares two cores with other people's work
+RUNNER_AUTOSTART = False  # the `runner` fixture (conftest) starts no supervisor by itself
 
 
 def page(**state) -> AppTest:
@@ -29,24 +28,6 @@ def page(**state) -> AppTest:
 def texts(elements) -> str:
     """The elements' text as a reader sees it: without the backslashes that escape markdown."""
     return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for e in elements))
-
-
-def wait_for(predicate, timeout=TIMEOUT_S, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def runner(home):
-    r = JobRunner(home, autostart=False)
-    yield r
-    for job_id in r.list_jobs(refresh=False).query("state in ['queued', 'running']")["id"]:
-        r.cancel(int(job_id), grace=2)
-    wait_for(lambda: not r.supervisor_running(), timeout=30, what="the supervisor to exit")
 
 
 def test_empty_home_shows_the_defaults_and_no_jobs(runner):
@@ -133,7 +114,7 @@ def test_running_job_shows_progress_metrics_log_and_cancels(runner, home):
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "held"], start_new_session=True)
     try:
         assert runner._update(job_id, "queued", state="running", started_at=jobs.now_iso(), pid=worker.pid,
-                              pid_start=jobs._process_start(worker.pid), boot_id=jobs._boot_id())
+                              pid_start=processes.process_start(worker.pid), boot_id=processes.boot_id())
         folder = run_dir("held", home)
         folder.mkdir(parents=True)
         (folder / "train.log").write_text("finetune epoch 1/2 started\n")
