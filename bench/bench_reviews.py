@@ -57,7 +57,7 @@ def run(quick: bool = False) -> list[dict]:
     """Time the four operations; returns one dict per figure (name, value, unit, target, ok)."""
     from cifar_mtl.analysis import error_table
     from cifar_mtl.export import write_error_csv
-    from cifar_mtl.reviews import ReviewStore
+    from cifar_mtl.stores.reviews import ReviewStore
     from cifar_mtl.runs import load_predictions
     from cifar_mtl.synthetic import make_fake_run
 
@@ -67,7 +67,7 @@ def run(quick: bool = False) -> list[dict]:
         home = Path(tmp)
         make_fake_run(RUN_ID, home_dir=home, n=N_IMAGES, seed=0)
         preds = load_predictions(RUN_ID, home)
-        store = ReviewStore(home / "reviews.sqlite")
+        store = ReviewStore(home / "cifar-mtl.sqlite")
         _fill_store(store, preds, n_notes=100 if quick else 500)
         tags = store.current_tags(RUN_ID)
 
@@ -112,7 +112,7 @@ def _bulk_tags(path, n_reviewers: int, n_images: int) -> None:
     """
     import sqlite3
 
-    from cifar_mtl import reviews
+    from cifar_mtl.stores import reviews
 
     bulk = [x for x in reviews._SCHEMA_1 + reviews._SCHEMA_2
             if x.startswith(("CREATE INDEX", "CREATE TRIGGER review_state"))]
@@ -146,7 +146,7 @@ def _scale_rows(quick: bool) -> list[dict]:
     """The error table, a tag write and the export at a million current tags."""
     from cifar_mtl.analysis import error_table
     from cifar_mtl.export import error_category_frame
-    from cifar_mtl.reviews import ReviewStore
+    from cifar_mtl.stores.reviews import ReviewStore
     from cifar_mtl.runs import load_predictions
     from cifar_mtl.synthetic import make_fake_run
 
@@ -157,7 +157,7 @@ def _scale_rows(quick: bool) -> list[dict]:
         home = Path(tmp)
         make_fake_run(RUN_ID, home_dir=home, n=N_IMAGES, seed=0)
         preds = load_predictions(RUN_ID, home)
-        path = home / "reviews.sqlite"
+        path = home / "cifar-mtl.sqlite"
         ReviewStore(path).close()
         start = time.perf_counter()
         _bulk_tags(path, SCALE_REVIEWERS, n_images)

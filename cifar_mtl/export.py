@@ -19,14 +19,13 @@ import numpy as np
 import pandas as pd
 
 from cifar_mtl.analysis import values_by_index
-from cifar_mtl.labels import CLASS_NAMES
-from cifar_mtl.reviews import VERDICTS, ReviewStore, default_path
+from cifar_mtl.labels import CLASS_NAMES, class_names
+from cifar_mtl.stores.reviews import VERDICTS, ReviewStore, default_path
 from cifar_mtl.runs import atomic_write_bytes
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # A plain decimal number ("-3", "+0.5", "1e-4") cannot run as a formula, so it stays as is.
 _PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-_NAMES = np.array(CLASS_NAMES, dtype=object)
 PRED_COLUMNS = ["index", "label", "label_name", "pred", "pred_name", "confidence", "correct"]
 
 
@@ -97,9 +96,9 @@ def _pred_columns(preds: pd.DataFrame) -> pd.DataFrame:
         {
             "index": preds["index"].to_numpy(np.int64),
             "label": label,
-            "label_name": _NAMES[label],
+            "label_name": class_names(label),
             "pred": pred,
-            "pred_name": _NAMES[pred],
+            "pred_name": class_names(pred),
             "confidence": preds["confidence"].to_numpy(np.float32),
             "correct": preds["correct"].to_numpy(bool),
         },

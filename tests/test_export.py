@@ -20,7 +20,7 @@ from cifar_mtl.export import (
     write_error_csv,
     write_mislabels_csv,
 )
-from cifar_mtl.reviews import ReviewStore
+from cifar_mtl.stores.reviews import ReviewStore
 from cifar_mtl.runs import load_predictions
 from cifar_mtl.synthetic import make_fake_run
 

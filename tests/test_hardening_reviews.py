@@ -12,8 +12,9 @@ import threading
 
 import pytest
 
-from cifar_mtl import reviews
-from cifar_mtl.reviews import SCHEMA_VERSION, ReviewError, ReviewStore, SchemaError
+from cifar_mtl.stores import reviews
+from cifar_mtl.stores.database import now
+from cifar_mtl.stores.reviews import SCHEMA_VERSION, ReviewError, ReviewStore, SchemaError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -204,7 +205,7 @@ def test_version_1_file_is_migrated_without_loss(tmp_path):
     for e in events:
         con.execute(
             "INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action, value, suggested_label) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (reviews._now(),) + e)
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (now(),) + e)
     con.execute("COMMIT")
     con.close()
     with ReviewStore(path) as s:
@@ -222,7 +223,7 @@ def test_version_1_file_is_migrated_without_loss(tmp_path):
 
 WRITER = """
 import sys
-from cifar_mtl.reviews import ReviewStore
+from cifar_mtl.stores.reviews import ReviewStore
 store = ReviewStore(sys.argv[1])
 i = int(sys.argv[2])
 while True:

@@ -1,4 +1,4 @@
-"""The review database: operations, undo, agreement, schema versions, concurrency, crashes."""
+"""The review database: operations, undo, schema versions, concurrency, crashes."""
 
 import multiprocessing as mp
 import os
@@ -11,15 +11,14 @@ import threading
 import numpy as np
 import pytest
 
-from cifar_mtl.reviews import (
+from cifar_mtl.stores.database import DB_FILE
+from cifar_mtl.stores.reviews import (
     CATEGORIES,
     SCHEMA_VERSION,
     VERDICTS,
     ReviewError,
     ReviewStore,
     SchemaError,
-    cohen_kappa_binary,
-    fleiss_kappa_binary,
 )
 
 
@@ -32,7 +31,7 @@ def store(tmp_path):
 
 def test_seeded_categories_and_defaults(home):
     with ReviewStore() as s:
-        assert s.path == home / "reviews.sqlite"
+        assert s.path == home / DB_FILE
         cats = s.categories()
         assert cats["name"].tolist() == [name for name, _ in CATEGORIES]
         assert cats["builtin"].all() and (cats["description"].str.len() > 0).all()
@@ -215,36 +214,6 @@ def test_undo_scoped_to_run(store):
     assert store.current_tags()["index"].tolist() == [2]
 
 
-def test_agreement_two_reviewers_hand_computed(store):
-    # ann tags 0-3, bob 0-2 and 4; both reviewed 0-9 (a note marks a review).
-    for i in range(10):
-        for who in ("ann", "bob"):
-            store.set_note("r1", i, who, "seen")
-    for i in (0, 1, 2, 3):
-        store.tag("r1", i, "clutter", "ann")
-    for i in (0, 1, 2, 4):
-        store.tag("r1", i, "clutter", "bob")
-    store.set_note("r1", 50, "ann", "only one reviewer: not shared")
-    agree = store.agreement().set_index("category")
-    row = agree.loc["clutter"]
-    assert row["n_images"] == 10 and row["n_reviewers"] == 2 and row["n_tagged"] == 5
-    assert row["agreement"] == pytest.approx(0.8)
-    # po = 0.8, pe = 0.4*0.4 + 0.6*0.6 = 0.52 -> (0.8 - 0.52) / 0.48
-    assert row["cohen_kappa"] == pytest.approx(0.28 / 0.48)
-    assert row["fleiss_kappa"] == pytest.approx(0.28 / 0.48)
-    # Nobody tagged pose: perfect agreement, kappa undefined.
-    assert agree.loc["pose", "agreement"] == 1.0 and np.isnan(agree.loc["pose", "fleiss_kappa"])
-    assert store.agreement(run_id="r2")["n_images"].eq(0).all()
-
-
-def test_fleiss_kappa_three_raters_hand_computed():
-    # 4 items, 3 raters each, yes-counts 3, 0, 1, 2.
-    # P_i = 1, 1, 1/3, 1/3 -> mean 2/3; p_yes = 6/12 -> Pe = 0.5; kappa = (2/3 - .5)/.5 = 1/3
-    assert fleiss_kappa_binary([3, 0, 1, 2], [3, 3, 3, 3]) == pytest.approx(1 / 3)
-    assert cohen_kappa_binary([1, 1, 0, 0], [1, 1, 0, 0]) == pytest.approx(1.0)
-    assert np.isnan(cohen_kappa_binary([0, 0], [0, 0]))
-
-
 def test_schema_version_and_reopen(tmp_path):
     path = tmp_path / "r.sqlite"
     with ReviewStore(path) as s:
@@ -352,7 +321,7 @@ def test_forked_child_opens_its_own_connection(store):
 
 WRITER = """
 import sys
-from cifar_mtl.reviews import ReviewStore
+from cifar_mtl.stores.reviews import ReviewStore
 store = ReviewStore(sys.argv[1])
 i = 0
 while True:

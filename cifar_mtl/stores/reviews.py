@@ -7,8 +7,9 @@ by (reviewer, index) for notes and mislabel verdicts. A query with `run_id=None`
 covers every run; with a run id it keeps the current entries whose latest event was
 recorded while reviewing that run.
 
-Storage (SQLite at `<home>/reviews.sqlite`, WAL mode, busy timeout, synchronous
-FULL so a committed review survives a killed process):
+Storage: the project's database (`stores.database`: `<home>/cifar-mtl.sqlite`, WAL,
+busy timeout, synchronous FULL so a committed review survives a killed process),
+as the component `reviews`:
 
 - `review_events` is append-only (triggers refuse UPDATE and DELETE). Every change
   is one row: tag add/remove, note set/clear, mislabel set/clear. Removal is an
@@ -23,35 +24,33 @@ FULL so a committed review survives a killed process):
 - `undo(reviewer)` takes the reviewer's latest event that is not an undo and not
   yet undone, and records a new event restoring the key's previous state (the
   undo points at what it undid in `undoes`). Repeated undos walk further back.
-- `schema_version` holds one row per component (`reviews` here), so other parts
-  of the project (the job table) can keep their own version in the same file.
-  A database newer than this code is refused with `SchemaError`.
+- `schema_version` holds one row per component (`reviews` here; the job queue
+  keeps its own). A database newer than this code is refused with `SchemaError`.
 
 One store may be shared by every thread of a process (Streamlit's script threads,
-fragments, callbacks, browser tabs), and tests use several processes: each thread
-(and each process after a fork) gets its own connection, closed only when no call
-is using it (by its thread, or once that thread has died); `close()` is for
-shutdown.
+fragments, callbacks, browser tabs), and tests use several processes: the
+`Database` under it gives each thread (and each process after a fork) its own
+connection, closed only when no call is using it; `close()` is for shutdown.
+
+SQLite's own in this module's SQL: the `review_state` triggers (their time
+arithmetic uses `strftime('%s')`), `json_each` for index filters, `group_concat`
+for the bulk tag read, and `?` placeholders.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
 import json
-import os
 import re
-import sqlite3
-import threading
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cifar_mtl.errors import UserError
 from cifar_mtl.labels import CLASS_NAMES, NUM_CLASSES
+from cifar_mtl.stores.database import Component, Database, SchemaError, default_path, now
 
 SCHEMA_VERSION = 2
-COMPONENT = "reviews"
+COMPONENT_NAME = "reviews"
 N_TEST = 10_000
 MAX_NOTE_CHARS = 10_000
 MAX_REVIEWER_CHARS = 100
@@ -75,16 +74,9 @@ EVENT_COLUMNS = [
     "id", "at", "reviewer", "run_id", "index", "kind", "category", "action",
     "note", "verdict", "suggested_label", "undoes",
 ]
-AGREEMENT_COLUMNS = [
-    "category", "n_images", "n_reviewers", "n_tagged", "agreement", "cohen_kappa", "fleiss_kappa",
-]
 
 
-class SchemaError(Exception):
-    """The database file is not a review database this code can use."""
-
-
-class ReviewError(ValueError):
+class ReviewError(UserError, ValueError):
     """A review operation got bad input (unknown category, index, verdict, ...)."""
 
 
@@ -123,18 +115,18 @@ _SCHEMA_1 = (
 )
 
 
-def _migration_1(conn: sqlite3.Connection) -> None:
+def _migration_1(conn) -> None:
     # One statement at a time: executescript() would commit the migration's transaction.
     for statement in _SCHEMA_1:
         conn.execute(statement)
-    at = _now()
+    at = now()
     conn.executemany(
         "INSERT INTO categories (name, description, builtin, created_at) VALUES (?, ?, 1, ?)",
         [(name, desc, at) for name, desc in CATEGORIES],
     )
 
 
-# `at` as integer microseconds since the epoch, exact for the one format `_now()` writes
+# `at` as integer microseconds since the epoch, exact for the one format `now()` writes
 # (YYYY-MM-DDTHH:MM:SS.ffffff+00:00); strftime('%s') works on every SQLite version.
 _AT_US = (
     "(CAST(strftime('%s', substr({at}, 1, 19)) AS INTEGER) * 1000000 "
@@ -180,7 +172,7 @@ _SCHEMA_2 = (
 )
 
 
-def _build_state(conn: sqlite3.Connection) -> None:
+def _build_state(conn) -> None:
     """Fill `review_state` from the events: the latest event of each key, if active."""
     conn.execute(
         f"INSERT INTO review_state ({_STATE_COLUMNS}) "
@@ -191,7 +183,7 @@ def _build_state(conn: sqlite3.Connection) -> None:
     )
 
 
-def _migration_2(conn: sqlite3.Connection) -> None:
+def _migration_2(conn) -> None:
     for statement in _SCHEMA_2:
         conn.execute(statement)
     _build_state(conn)
@@ -218,42 +210,16 @@ REQUIRED_TRIGGERS = {
 }
 
 
-def _missing_schema(conn, version: int) -> list[str]:
-    """What the schema of `version` needs but the file lacks ("table t", "column t.c", ...)."""
-    missing = []
-    for v in range(1, version + 1):
-        for table, columns in REQUIRED_TABLES.get(v, {}).items():
-            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            if not have:
-                missing.append(f"table {table}")
-                continue
-            missing += [f"column {table}.{c}" for c in columns if c not in have]
-        triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-        missing += [f"trigger {t}" for t in REQUIRED_TRIGGERS.get(v, ()) if t not in triggers]
-    return missing
+def _unusable(path, exc) -> str:
+    return (f"{path} cannot be used as the review database ({exc}); "
+            "move the file aside or point CIFAR_MTL_HOME elsewhere")
 
 
-def _check_schema(conn, version: int, path) -> None:
-    """SchemaError naming the file and what is missing when it lacks version `version`'s schema."""
-    missing = _missing_schema(conn, version)
-    if missing:
-        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-        raise SchemaError(
-            f"{path} says it holds review schema version {version} but lacks {shown}: it is not "
-            "a review database this code wrote, or it was damaged. Move the file aside (a new "
-            "one is created in its place) or point CIFAR_MTL_HOME at another folder"
-        )
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
-
-
-def default_path(home_dir=None) -> Path:
-    """`<home>/reviews.sqlite`."""
-    from cifar_mtl.runs import home
-
-    return home(home_dir) / "reviews.sqlite"
+COMPONENT = Component(
+    name=COMPONENT_NAME, version=SCHEMA_VERSION, migrations=MIGRATIONS, tables=REQUIRED_TABLES,
+    triggers=REQUIRED_TRIGGERS, label="review", owner="ReviewStore", schema_error=SchemaError,
+    closed_error=ReviewError, unusable=_unusable,
+)
 
 
 # --- validation ----------------------------------------------------------------------
@@ -311,24 +277,17 @@ def normalise_category(name) -> str:
 
 
 class ReviewStore:
-    """The review database at `path` (default `<home>/reviews.sqlite`).
+    """The review database at `path` (default `<home>/cifar-mtl.sqlite`).
 
-    Opening it creates or migrates the schema. Raises `SchemaError` when the file is
-    not an SQLite database or was written by a newer version of this code.
+    Opening it creates or migrates the schema (and renames an old `reviews.sqlite`
+    beside the default file). Raises `SchemaError` when the file is not an SQLite
+    database or was written by a newer version of this code.
     """
 
     def __init__(self, path=None, *, timeout: float = 30.0):
-        self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.timeout = float(timeout)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        # Every thread's connection (this process's and, after a fork, the parent's), so
-        # dead threads' connections can be closed and close() reaches them all.
-        self._slots: list[_Slot] = []
-        self._closed = False
-        with self._use():  # open now so a bad file is reported at construction
-            pass
+        self._db = Database(path if path is not None else default_path(), COMPONENT, timeout=timeout)
+        self.path = self._db.path
+        self.timeout = self._db.timeout
 
     def __repr__(self) -> str:
         return f"ReviewStore({str(self.path)!r})"
@@ -339,137 +298,23 @@ class ReviewStore:
     def __exit__(self, *exc):
         self.close()
 
-    # -- connections --
-    #
-    # One store object may be shared by every thread of a process (Streamlit's script
-    # threads, fragment reruns, callbacks, any number of tabs). Each thread gets its
-    # own connection; a connection is only ever closed when no call is using it: by
-    # its own thread, or by another thread once its owner has died (Streamlit starts a
-    # thread per rerun, so dead threads' connections must not pile up).
+    # -- connections (see stores.database) --
 
-    @contextlib.contextmanager
     def _use(self):
         """This thread's connection, marked busy for the `with` block."""
-        slot = self._slot()
-        try:
-            yield slot.conn
-        finally:
-            with self._lock:
-                slot.busy -= 1
-                # close() ran meanwhile and left this busy connection to its user.
-                shut = self._closed and slot.busy == 0 and not slot.closed
-                if shut:
-                    slot.closed = True
-            if shut:
-                slot.conn.close()
+        return self._db.use()
 
-    def _slot(self) -> "_Slot":
-        """This thread's slot with its busy count raised (opening a connection if needed)."""
-        slot = getattr(self._local, "slot", None)
-        # A forked child inherits the parent's objects but must not share its connection.
-        if slot is None or slot.pid != os.getpid():
-            slot = self._open_slot()
-        with self._lock:
-            if self._closed:
-                raise ReviewError(f"the review store {self.path} is closed; open a new ReviewStore")
-            slot.busy += 1
-        return slot
-
-    def _open_slot(self) -> "_Slot":
-        with self._lock:
-            if self._closed:
-                raise ReviewError(f"the review store {self.path} is closed; open a new ReviewStore")
-        slot = _Slot(self._connect())
-        self._local.slot = slot
-        with self._lock:
-            dead = self._prune()
-            self._slots.append(slot)
-        for old in dead:  # their threads have ended and no call holds them
-            old.conn.close()
-        return slot
-
-    def _prune(self) -> list["_Slot"]:
-        """Drop dead threads' slots (lock held); returns those of this process to close.
-
-        A forked child forgets the parent's connections without closing them: SQLite
-        forbids using a connection across fork, closing included.
-        """
-        pid, keep, dead = os.getpid(), [], []
-        for slot in self._slots:
-            if slot.pid != pid:
-                continue
-            if slot.thread.is_alive() or slot.busy:
-                keep.append(slot)
-            elif not slot.closed:
-                slot.closed = True
-                dead.append(slot)
-        self._slots = keep
-        return dead
+    def _write(self):
+        """A write transaction (the write lock taken up front), committed at exit."""
+        return self._db.write()
 
     def open_connections(self) -> int:
         """How many connections this store holds (one per live thread that used it)."""
-        with self._lock:
-            return sum(1 for slot in self._slots if not slot.closed)
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.DatabaseError as exc:
-            raise self._unusable(exc) from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            self._migrate(conn)
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise self._unusable(exc) from exc
-            raise
-        return conn
-
-    def _unusable(self, exc) -> SchemaError:
-        return SchemaError(
-            f"{self.path} cannot be used as the review database ({exc}); "
-            "move the file aside or point CIFAR_MTL_HOME elsewhere"
-        )
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = _schema_version(conn, self.path)
-        if version == SCHEMA_VERSION:
-            _check_schema(conn, version, self.path)
-            return
-        _refuse_newer(version, self.path)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-            # Another process may have migrated while we waited for the write lock.
-            version = _schema_version(conn, self.path)
-            _refuse_newer(version, self.path)
-            # A file that claims a version must hold it before we build on top of it.
-            _check_schema(conn, version, self.path)
-            for v in range(version + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[v](conn)
-            conn.execute(
-                "INSERT INTO schema_version (component, version) VALUES (?, ?) "
-                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-                (COMPONENT, SCHEMA_VERSION),
-            )
-            _check_schema(conn, SCHEMA_VERSION, self.path)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        return self._db.open_connections()
 
     def schema_version(self) -> int:
         """The review schema version stored in the file."""
-        with self._use() as conn:
-            return _schema_version(conn, self.path)
+        return self._db.schema_version()
 
     def close(self) -> None:
         """Shut the store down: close every connection it opened, in any thread.
@@ -478,20 +323,7 @@ class ReviewStore:
         process). A connection that a call in another thread is using right now is
         closed by that thread when its call returns; later calls raise ReviewError.
         """
-        with self._lock:
-            self._closed = True
-            idle = [s for s in self._slots if s.pid == os.getpid() and not s.busy and not s.closed]
-            for slot in idle:
-                slot.closed = True
-            self._slots = [s for s in self._slots if s.busy and s.pid == os.getpid()]
-        for slot in idle:
-            try:
-                slot.conn.close()
-            except sqlite3.Error:
-                pass
-
-    def _write(self):
-        return _WriteTransaction(self)
+        self._db.close()
 
     # -- categories --
 
@@ -519,7 +351,7 @@ class ReviewStore:
             conn.execute(
                 "INSERT INTO categories (name, description, builtin, created_at, created_by) "
                 "VALUES (?, ?, 0, ?, ?)",
-                (key, description.strip(), _now(), reviewer),
+                (key, description.strip(), now(), reviewer),
             )
         return key
 
@@ -566,7 +398,7 @@ class ReviewStore:
             key = self._check_category(conn, category)
             active = set(self._active_indices(conn, reviewer, "tag", key))
             new = [i for i in dict.fromkeys(indices) if i not in active]
-            at = _now()
+            at = now()
             conn.executemany(
                 "INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action) "
                 "VALUES (?, ?, ?, ?, 'tag', ?, 'add')",
@@ -793,97 +625,6 @@ class ReviewStore:
             rows = conn.execute(sql, params).fetchall()
         return pd.DataFrame(rows, columns=["index", "reviewer"]).astype({"index": "int64"})
 
-    def agreement(self, run_id=None) -> pd.DataFrame:
-        """Inter-reviewer agreement per category on images reviewed by 2+ reviewers.
-
-        An image counts as reviewed by a reviewer when they recorded any event on it
-        (within `run_id` when given); their answer for a category is whether they
-        currently tag it. Columns: category, n_images (images with 2+ reviewers),
-        n_reviewers, n_tagged (images tagged by at least one of them), agreement
-        (share of images where all their reviewers give the same answer),
-        cohen_kappa (only when exactly two reviewers share the images), fleiss_kappa
-        (Fleiss' generalisation to a varying number of raters per image). A kappa is
-        NaN where chance agreement is 1 (everyone always says no).
-        """
-        pairs = self.reviewed_pairs(run_id)
-        tags = self.current_tags(run_id)
-        return agreement_table(pairs, tags, self.category_names())
-
-
-class _Slot:
-    """One thread's connection and how many calls are using it right now."""
-
-    __slots__ = ("pid", "thread", "conn", "busy", "closed")
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.pid, self.thread, self.conn = os.getpid(), threading.current_thread(), conn
-        self.busy, self.closed = 0, False
-
-
-class _WriteTransaction:
-    """`with` block holding SQLite's write lock (BEGIN IMMEDIATE), committed at exit.
-
-    The thread's connection stays marked busy for the whole transaction.
-    """
-
-    def __init__(self, store: ReviewStore):
-        self.use = store._use()
-
-    def __enter__(self):
-        self.conn = self.use.__enter__()
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.use.__exit__(None, None, None)
-            raise
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            self._finish(exc_type)
-        finally:
-            self.use.__exit__(None, None, None)
-        return False
-
-    def _finish(self, exc_type) -> None:
-        if exc_type is None:
-            try:
-                self.conn.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                # Leave no transaction open on this thread's connection, then report.
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
-        self.conn.execute("ROLLBACK")
-
-
-def _schema_version(conn, path) -> int:
-    has_table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ).fetchone()
-    if not has_table:
-        return 0
-    try:
-        row = conn.execute(
-            "SELECT version FROM schema_version WHERE component = ?", (COMPONENT,)
-        ).fetchone()
-    except sqlite3.OperationalError as exc:
-        raise SchemaError(
-            f"{path}: its schema_version table has another layout ({exc}); "
-            "it expects columns (component, version)"
-        ) from exc
-    return int(row[0]) if row else 0
-
-
-def _refuse_newer(version: int, path) -> None:
-    if version > SCHEMA_VERSION:
-        raise SchemaError(
-            f"{path} has review schema version {version}, newer than this code's "
-            f"{SCHEMA_VERSION}; upgrade cifar-mtl (git pull) before opening it"
-        )
-
-
 def _state(conn, kind, reviewer, index, key) -> dict | None:
     """The key's current entry (value, suggested_label, run_id), or None when inactive."""
     row = conn.execute(
@@ -898,7 +639,7 @@ def _insert(conn, reviewer, run_id, index, kind, key, action, value=None, label=
     cur = conn.execute(
         "INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action, value, "
         "suggested_label, undoes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (_now(), reviewer, run_id, index, kind, key, action, value, label, undoes),
+        (now(), reviewer, run_id, index, kind, key, action, value, label, undoes),
     )
     return cur.lastrowid
 
@@ -993,74 +734,3 @@ def _events_frame(rows) -> pd.DataFrame:
         columns=EVENT_COLUMNS,
     )
     return _typed(df)
-
-
-# --- agreement -------------------------------------------------------------------------
-
-
-def agreement_table(pairs: pd.DataFrame, tags: pd.DataFrame, categories) -> pd.DataFrame:
-    """Agreement per category from reviewed (index, reviewer) pairs and current tags.
-
-    See `ReviewStore.agreement` for the columns. `categories` fixes the rows' order;
-    categories found only in `tags` are appended.
-    """
-    cats = list(dict.fromkeys(list(categories) + sorted(set(tags["category"]))))
-    pairs = pairs[["index", "reviewer"]].drop_duplicates()
-    raters = pairs.groupby("index")["reviewer"].nunique()
-    shared = raters[raters >= 2]
-    pairs = pairs[pairs["index"].isin(shared.index)]
-    reviewers = sorted(set(pairs["reviewer"]))
-    rows = []
-    for cat in cats:
-        mine = tags.loc[tags["category"] == cat, ["index", "reviewer"]].drop_duplicates()
-        said_yes = pairs.merge(mine.assign(yes=1), on=["index", "reviewer"], how="left")
-        said_yes["yes"] = said_yes["yes"].fillna(0).astype(int)
-        rows.append(_agreement_row(cat, said_yes, shared, reviewers))
-    return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
-
-
-def _agreement_row(cat, said_yes, shared, reviewers) -> dict:
-    n_images = len(shared)
-    row = dict(category=cat, n_images=n_images, n_reviewers=len(reviewers), n_tagged=0,
-               agreement=np.nan, cohen_kappa=np.nan, fleiss_kappa=np.nan)
-    if n_images == 0:
-        return row
-    k = said_yes.groupby("index")["yes"].sum().reindex(shared.index).to_numpy(float)
-    n = shared.to_numpy(float)
-    row["n_tagged"] = int((k > 0).sum())
-    row["agreement"] = float(((k == 0) | (k == n)).mean())
-    row["fleiss_kappa"] = fleiss_kappa_binary(k, n)
-    if len(reviewers) == 2:
-        wide = said_yes.pivot(index="index", columns="reviewer", values="yes")
-        row["cohen_kappa"] = cohen_kappa_binary(wide[reviewers[0]], wide[reviewers[1]])
-    return row
-
-
-def fleiss_kappa_binary(k, n) -> float:
-    """Fleiss' kappa for yes/no ratings with `n[i]` raters and `k[i]` yeses per item.
-
-    Uses the per-item agreement (k(k-1) + (n-k)(n-k-1)) / (n(n-1)), so items may have
-    different numbers of raters (each at least 2). NaN when chance agreement is 1.
-    """
-    k, n = np.asarray(k, float), np.asarray(n, float)
-    if len(k) == 0 or np.any(n < 2):
-        return float("nan")
-    p_item = (k * (k - 1) + (n - k) * (n - k - 1)) / (n * (n - 1))
-    p_yes = k.sum() / n.sum()
-    chance = p_yes**2 + (1 - p_yes) ** 2
-    if chance >= 1:
-        return float("nan")
-    return float((p_item.mean() - chance) / (1 - chance))
-
-
-def cohen_kappa_binary(a, b) -> float:
-    """Cohen's kappa of two raters' 0/1 answers on the same items; NaN if chance agreement is 1."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) == 0:
-        return float("nan")
-    observed = (a == b).mean()
-    pa, pb = a.mean(), b.mean()
-    chance = pa * pb + (1 - pa) * (1 - pb)
-    if chance >= 1:
-        return float("nan")
-    return float((observed - chance) / (1 - chance))
