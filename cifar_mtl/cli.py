@@ -6,12 +6,15 @@ Exit codes: 0 done, 1 failed, 2 bad arguments or configuration, 130 cancelled.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import numbers
 import os
 import re
+import sqlite3
 import sys
 import tempfile
+import time
+
+from cifar_mtl.errors import UserError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 MISSING = "-"
@@ -28,7 +31,7 @@ _TF_NOISE = re.compile(
 )
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A bad command-line argument (exit code 2). The message says what to do instead."""
 
 
@@ -86,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     from cifar_mtl.config import ConfigError
-    from cifar_mtl.reviews import ReviewError, SchemaError
     from cifar_mtl.runs import RunError
 
     try:
@@ -103,13 +105,13 @@ def _dispatch(args) -> int:
         if args.command == "compare":
             return _compare(args.run)
         if args.command == "jobs":
-            from cifar_mtl.jobs import main as jobs_main
-
             return jobs_main(args.rest)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ConfigError, RunError, SchemaError, ReviewError, ValueError, OSError) as exc:
+    # UserError: ConfigError, ReviewError, SchemaError, ...; RunError and ValueError (a bad
+    # run id) from the run folders; OSError: a file that cannot be read or written.
+    except (UserError, RunError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")
@@ -183,12 +185,15 @@ def import_tensorflow_quietly() -> None:
 def _train(args) -> int:
     from cifar_mtl.config import load_config_file
     from cifar_mtl.runs import new_run_id, validate_run_id
-    from cifar_mtl.train import TrainingCancelled, train
 
     config = load_config_file(args.config, args.set)
     run_id = validate_run_id(args.run_id) if args.run_id else new_run_id(config.name)
     print(f"run {run_id}", flush=True)
     import_tensorflow_quietly()
+    # The training package imports TensorFlow: only now, after the quiet import above.
+    from cifar_mtl.training.fit import train
+    from cifar_mtl.training.tracking import TrainingCancelled
+
     try:
         metrics = train(config, run_id, progress_bar=not args.no_progress_bar)
     except TrainingCancelled:
@@ -207,7 +212,7 @@ def _train(args) -> int:
 def _predict(run_id: str) -> int:
     check_runs_exist([run_id])
     import_tensorflow_quietly()
-    from cifar_mtl.train import predict_run
+    from cifar_mtl.training.predict import predict_run
 
     metrics = predict_run(run_id)
     print(f"run {run_id}: accuracy {metrics['accuracy']:.4f} on {metrics['n_test']} test images")
@@ -300,13 +305,14 @@ def clip(text: str, width: int | None) -> str:
 
 
 def short_time(value) -> str:
-    """An ISO time from `now_iso()` as 'YYYY-mm-dd HH:MM' (other text unchanged, missing "-")."""
+    """An ISO time (the database's `now()`, or `runs.now_iso()`) as 'YYYY-mm-dd HH:MM'
+    (other text unchanged, missing "-")."""
+    from cifar_mtl.stores.database import parse_time
+
     if is_missing(value):
         return MISSING
-    try:
-        return _dt.datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S%z").strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return cell_text(value)
+    when = parse_time(str(value))
+    return when.strftime("%Y-%m-%d %H:%M") if when is not None else cell_text(value)
 
 
 def percent(value) -> str:
@@ -356,3 +362,180 @@ def mislabels_table(ranked, rows: int = MISLABEL_ROWS) -> str:
                "suggested_name": "suggested label", "quality": "label quality"}
     title = f"Most suspect labels ({len(top)} of {len(ranked):,}, lowest label quality first):"
     return title + "\n" + format_table(top, headers, formats={"quality": lambda v: f"{float(v):.4f}"})
+
+
+# --- jobs -----------------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, 0 or more, got {text}")
+    return value
+
+
+def _jobs_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cifar_mtl jobs", description="Retrain jobs: submit, list, show, cancel, logs.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", help="artifacts home (default: $CIFAR_MTL_HOME, else artifacts/)")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("submit", parents=[common], help="queue a training run; prints the job id")
+    s.add_argument("--config", required=True, help="JSON configuration file (see configs/)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    s.add_argument("--run-id", help="run folder name (default: <name>-<date>-<random>)")
+    s.add_argument("--max-concurrent", type=int, default=1, help="workers allowed at once (default 1)")
+    sub.add_parser("list", parents=[common], help="table of jobs, newest first")
+    for name, text in (("show", "state, progress, error and log tail of a job"), ("logs", "the job's train.log"),
+                       ("cancel", "stop a job (SIGTERM, then SIGKILL after --grace s)"),
+                       ("wait", "wait for a job to end; exit 0 succeeded, 1 failed, 130 cancelled")):
+        c = sub.add_parser(name, parents=[common], help=text)
+        c.add_argument("id", type=int, help="job id (see `jobs list`)")
+        if name == "logs":
+            c.add_argument("--lines", type=int, default=200)
+        if name == "cancel":
+            c.add_argument("--grace", type=_seconds, default=10.0, help="seconds between SIGTERM and SIGKILL")
+        if name == "wait":
+            c.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds (exit 1)")
+    v = sub.add_parser("_supervise", parents=[common])
+    v.add_argument("--max-concurrent", type=int, default=1)
+    v.add_argument("--python", default=sys.executable)
+    return p
+
+
+def jobs_main(argv: list[str]) -> int:
+    """`python -m cifar_mtl jobs ...`. Exit codes: 0 ok, 1 failed, 2 bad arguments or config.
+
+    Every failure is one `error:` line on stderr, never a traceback.
+    """
+    from cifar_mtl.stores.database import SchemaError, default_path
+
+    try:
+        args = _jobs_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage
+        return EXIT_USAGE if exc.code else EXIT_OK
+    db_path = default_path(_home_of(args)).resolve()
+    try:
+        return _jobs_dispatch(args)
+    except SchemaError as exc:  # the database file cannot be used (JobStoreError is one)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (UserError, ValueError) as exc:  # a bad config, job id or run id
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except sqlite3.Error as exc:  # e.g. locked for longer than the busy timeout
+        print(f"error: the job database {db_path} cannot be used right now ({exc}); try again, "
+              "and if it persists check the file and its folder", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # e.g. a home that cannot be created or written
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check that the artifacts home "
+              f"{db_path.parent} is a folder you can write to, or pass --home", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _home_of(args):
+    from cifar_mtl.runs import home
+
+    return home(args.home).resolve()
+
+
+def _jobs_dispatch(args) -> int:
+    from cifar_mtl.jobs import JobError, JobRunner
+    from cifar_mtl.stores.database import database_exists, default_path
+
+    if args.command == "_supervise":
+        return JobRunner(args.home, args.max_concurrent, args.python).supervise()
+    if args.command == "submit":
+        return _jobs_submit(args)
+    db_path = default_path(_home_of(args))
+    if not database_exists(db_path):  # reading must not create a home or a database
+        if args.command == "list":
+            print(f"no jobs yet: there is no job database at {db_path}; "
+                  "`python -m cifar_mtl jobs submit --config FILE` queues one")
+            return EXIT_OK
+        raise JobError(f"no job {args.id}: there is no job database at {db_path}; "
+                       "check --home / CIFAR_MTL_HOME, or queue one with `python -m cifar_mtl jobs submit`")
+    runner = JobRunner(args.home)
+    if args.command == "list":
+        df = runner.list_jobs()
+        print(jobs_table(df) if len(df) else f"no jobs in {runner.db_path}")
+        return EXIT_OK
+    if args.command == "logs":
+        text = runner.logs(args.id, args.lines)
+        print(text if text else f"job {args.id} has no log yet ({runner.get(args.id, log_lines=0)['state']})")
+        return EXIT_OK
+    if args.command == "show":
+        print(format_job(runner.get(args.id)))
+        return EXIT_OK
+    if args.command == "cancel":
+        state = runner.cancel(args.id, args.grace)
+        print(f"job {args.id}: {state}")
+        return EXIT_OK if state == "cancelled" else EXIT_FAILED
+    return _jobs_wait(runner, args.id, args.timeout)
+
+
+def _jobs_submit(args) -> int:
+    """Queue a job and say what was queued and how to follow it."""
+    import shlex
+
+    from cifar_mtl.config import load_config_file
+    from cifar_mtl.jobs import JobRunner
+
+    runner = JobRunner(args.home, max_concurrent=args.max_concurrent)
+    job_id = runner.submit(load_config_file(args.config, args.set), args.run_id)
+    run_id = runner.get(job_id, refresh=False, log_lines=0)["run_id"]
+    home_arg = f" --home {shlex.quote(args.home)}" if args.home else ""
+    print(f"job {job_id} queued: run {run_id} from {args.config}"
+          + (f" with {', '.join(args.set)}" if args.set else ""))
+    print("follow it with:")
+    for command in ("show", "logs", "wait"):
+        print(f"  python -m cifar_mtl jobs {command} {job_id}{home_arg}")
+    return EXIT_OK
+
+
+def jobs_table(df) -> str:
+    """`JobRunner.list_jobs()` as a terminal table: whole-number ids and pids, short times,
+    missing values as "-", errors cut short."""
+    headers = {"id": "job", "run_id": "run", "state": "state", "created_at": "queued",
+               "started_at": "started", "finished_at": "finished", "pid": "pid", "error": "error"}
+    times = dict.fromkeys(("created_at", "started_at", "finished_at"), short_time)
+    return format_table(df, headers, formats=times, widths={"run_id": 40, "error": 60})
+
+
+def _jobs_wait(runner, job_id: int, timeout: float | None) -> int:
+    from cifar_mtl.jobs import FINAL_STATES
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        job = runner.get(job_id, log_lines=0)
+        if job["state"] in FINAL_STATES:
+            print(f"job {job_id}: {job['state']}" + (f": {job['error']}" if job["error"] else ""))
+            return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(job["state"], EXIT_FAILED)
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"job {job_id}: still {job['state']} after {timeout:g} s", file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(1.0)
+
+
+def format_job(job: dict) -> str:
+    """Text for `jobs show`: the row, progress, latest metrics, error and log tail."""
+    from cifar_mtl.jobs import progress_summary
+
+    lines = [f"job {job['id']}: {job['state']}  run {job['run_id']}"]
+    for key in ("created_at", "started_at", "finished_at", "pid", "exit_code"):
+        if job.get(key) is not None:
+            lines.append(f"  {key}: {job[key]}")
+    if job["state"] == "running":
+        lines.append(f"  progress: {progress_summary(job['progress'])}")
+    metrics = (job.get("progress") or {}).get("metrics") or {}
+    if metrics:
+        lines.append("  metrics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    if job.get("error"):
+        lines.append(f"  error: {job['error']}")
+    if job.get("log_tail"):
+        lines += ["  log:", *("    " + ln for ln in job["log_tail"].splitlines())]
+    return "\n".join(lines)

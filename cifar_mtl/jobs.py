@@ -1,38 +1,42 @@
 """Retrain jobs: a durable queue of training runs, with progress, logs, cancel and recovery.
 
-A job is a row of the `jobs` table in `<home>/reviews.sqlite` (the review tables in
-the same file belong to `reviews.py`; this module touches only `jobs` and
-`jobs_meta`). Its worker is `python -m cifar_mtl train --config FILE --run-id ID`,
-started from an argument list (never a shell) in its own process session, with its
-output appended to the run's `train.log`.
+A job is a row of the job queue (`stores.jobqueue`, in `<home>/cifar-mtl.sqlite`
+beside the reviews). Its worker is `python -m cifar_mtl train --config FILE
+--run-id ID`, started from an argument list (never a shell) in its own process
+session, with its output appended to the run's `train.log`.
 
 Workers are launched by a small detached supervisor (`python -m cifar_mtl jobs
-_supervise`), one per home, which lives while jobs are queued or running. It
-starts queued jobs while fewer than `max_concurrent` run, so the queue moves with
-no browser or app open. Any `JobRunner` call that reads state first reconciles
-it: a running job whose worker is gone (or whose pid now belongs to another
-process) takes the run's final state from `status.json`, or becomes `failed` with
-the reason. Nothing here imports TensorFlow.
+_supervise`, see `cli.py`), one per home, which lives while jobs are queued or
+running. It starts queued jobs while fewer than `max_concurrent` run, so the queue
+moves with no browser or app open. Any `JobRunner` call that reads state first
+reconciles it: a running job whose worker is gone (or whose pid now belongs to
+another process, see `processes`) takes the run's final state from `status.json`,
+or becomes `failed` with the reason. Nothing here imports TensorFlow.
+
+Workers and the supervisor run `sys.executable -m cifar_mtl` in the folder that
+holds this very `cifar_mtl` package (`PACKAGE_PARENT`): `-m` puts the working
+folder first on the child's import path, so the child runs the same code as its
+parent, installed (editable or not) or straight from a checkout, with no
+PYTHONPATH set for it.
+
+Also here, for the Retrain page and `jobs show`: `config_problems`, `clone_values`,
+`progress_fraction`, `progress_summary`.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import datetime as _dt
 import json
 import os
-import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from cifar_mtl.config import FIELDS, ConfigError, TrainConfig, load_config_file, make_config
+import cifar_mtl
+from cifar_mtl.config import FIELDS, ConfigError, TrainConfig, make_config
+from cifar_mtl.processes import boot_id, describe_exit, process_alive, process_start, stop_group, try_lock
 from cifar_mtl.runs import (
     LOG_FILE,
-    PROJECT_ROOT,
     home as _home,
     load_progress,
     now_iso,
@@ -43,121 +47,29 @@ from cifar_mtl.runs import (
     validate_run_id,
     write_status,
 )
+from cifar_mtl.stores.database import default_path, now, parse_time
+from cifar_mtl.stores.jobqueue import FINAL_STATES, JOB_COLUMNS, JobError, JobQueue, JobStoreError
 
-DB_FILE = "reviews.sqlite"
-JOBS_SCHEMA_VERSION = 1
-FINAL_STATES = ("succeeded", "failed", "cancelled")
-JOB_COLUMNS = ["id", "run_id", "state", "created_at", "started_at", "finished_at", "pid", "error"]
+__all__ = ["JobRunner", "JobError", "JobStoreError", "FINAL_STATES", "JOB_COLUMNS", "worker_alive",
+           "config_problems", "clone_values", "progress_fraction", "progress_summary"]
+
 LOCK_FILE = "jobs-supervisor.lock"
 SUPERVISOR_LOG = "jobs-supervisor.log"
 POLL_SECONDS = 0.5
 # A job claimed by a supervisor that died before recording the worker's pid.
 LAUNCH_TIMEOUT_S = 60.0
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
-MAX_JOB_ID = 2**63 - 1  # SQLite's largest INTEGER; a larger id cannot even be looked up
+EXIT_OK, EXIT_USAGE = 0, 2
+# The folder holding this cifar_mtl package: the children's working folder (see above).
+PACKAGE_PARENT = Path(cifar_mtl.__file__).resolve().parent.parent
 
 # Settings for the Getting started demo: both variants, a small subset, one epoch.
 DEMO_BASE = {"train_subset": 1000, "finetune_epochs": 1, "augment": "none", "batch_size": 64, "val_split": 0.1}
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL UNIQUE,
-    config TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT,
-    pid INTEGER,
-    pid_start INTEGER,
-    boot_id TEXT,
-    exit_code INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    submitted_by TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
-CREATE TABLE IF NOT EXISTS jobs_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
 
-
-class JobError(ValueError):
-    """A job is unknown, or the job table cannot be used. The message says what to do."""
-
-
-class JobStoreError(JobError):
-    """The database file cannot be used as a job table (not SQLite, damaged, unreadable)."""
-
-
-# --- processes -------------------------------------------------------------------------
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks since boot) of `pid`, or None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    # The command name may hold spaces and parentheses; the fields after the last ')' do not.
-    fields = text[text.rfind(")") + 2 :].split()
-    return fields[0], int(fields[19])
-
-
-def _process_start(pid: int) -> int | None:
-    stat = _proc_stat(pid)
-    return stat[1] if stat else None
-
-
-def worker_alive(pid: int | None, pid_start: int | None, boot_id: str | None, run_id: str) -> bool:
-    """Whether `pid` is still this job's worker: alive, not a zombie, same start time and boot.
-
-    The start-time and boot checks make a reused pid (another process, or after a
-    machine restart) read as dead rather than as our worker.
-    """
-    if not pid:
-        return False
-    if not Path("/proc").is_dir():  # no procfs: signal 0 is the best we have
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return False  # someone else's process now holds the pid
-        return True
-    stat = _proc_stat(pid)
-    if stat is None or stat[0] in ("Z", "X"):
-        return False
-    if boot_id and _boot_id() and boot_id != _boot_id():
-        return False
-    if pid_start is not None and stat[1] != pid_start:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True
-    return run_id.encode() in cmdline
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "the worker process is gone (killed, out of memory, or the machine restarted)"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (often the out-of-memory killer)" if -code == signal.SIGKILL else ""
-        return f"the worker was killed by {name}{hint}"
-    if code == EXIT_USAGE:
-        return "the worker refused its configuration (exit code 2)"
-    return f"the worker exited with code {code}"
+def worker_alive(pid: int | None, pid_start: int | None, boot: str | None, run_id: str) -> bool:
+    """Whether `pid` is still this job's worker: alive, not a zombie, same start time and
+    boot, and `run_id` on its command line (`processes.process_alive`)."""
+    return process_alive(pid, pid_start, boot, run_id)
 
 
 def _last_log_line(run_id: str, home_dir: Path) -> str | None:
@@ -165,12 +77,10 @@ def _last_log_line(run_id: str, home_dir: Path) -> str | None:
     return lines[-1] if lines else None
 
 
-def _iso_age_s(text: str | None) -> float:
-    """Seconds since an ISO time written by `now_iso()`; infinite when unknown."""
-    try:
-        return time.time() - _dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except (TypeError, ValueError):
-        return float("inf")
+def _age_s(text: str | None) -> float:
+    """Seconds since a time stored in the job table; infinite when unknown."""
+    when = parse_time(text)
+    return float("inf") if when is None else time.time() - when.timestamp()
 
 
 def _child_env(home_dir: Path) -> dict:
@@ -181,15 +91,20 @@ def _child_env(home_dir: Path) -> dict:
     # and Python tracebacks still get through. The trainer's CLI drops the notices
     # TensorFlow writes before it reads this (see cli.import_tensorflow_quietly).
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     return env
+
+
+def _start(cmd: list[str], home_dir: Path, out) -> subprocess.Popen:
+    """Start `python -m cifar_mtl ...` detached: its own session, output to `out`."""
+    return subprocess.Popen(cmd, cwd=PACKAGE_PARENT, env=_child_env(home_dir), stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 # --- the runner ------------------------------------------------------------------------
 
 
 class JobRunner:
-    """Submit, watch and cancel training jobs kept in `<home>/reviews.sqlite`.
+    """Submit, watch and cancel training jobs kept in `<home>/cifar-mtl.sqlite`.
 
     Args:
         home_dir: artifacts home (default: `$CIFAR_MTL_HOME`, else `artifacts/`).
@@ -207,74 +122,21 @@ class JobRunner:
         self.max_concurrent = max_concurrent
         self.python = python
         self.autostart = autostart
-        self.db_path = self.home / DB_FILE
+        self.db_path = default_path(self.home)
         self._spawned: list[subprocess.Popen] = []
-        self._init_db()
+        self.queue = JobQueue(self.db_path)
 
-    # database ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _db(self):
-        """A fresh connection per call: safe across Streamlit threads and processes."""
-        con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        try:
-            con.execute("PRAGMA busy_timeout = 30000")
-            yield con
-        finally:
-            con.close()
-
-    def _init_db(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        try:
-            self._create_tables()
-        except sqlite3.OperationalError:
-            raise  # locked or busy: worth a retry, not a verdict on the file
-        except sqlite3.DatabaseError as exc:
-            raise JobStoreError(
-                f"{self.db_path} is not a usable SQLite database ({exc}). It also holds the reviews: "
-                "restore it from a backup, or move it aside (a new empty one is then made), "
-                "or point --home / CIFAR_MTL_HOME at another artifacts folder"
-            ) from None
-
-    def _create_tables(self) -> None:
-        with self._db() as con:
-            con.execute("PRAGMA journal_mode = WAL")
-            con.executescript(_SCHEMA)
-            row = con.execute("SELECT value FROM jobs_meta WHERE key = 'jobs_schema_version'").fetchone()
-            if row is None:
-                con.execute(
-                    "INSERT OR IGNORE INTO jobs_meta (key, value) VALUES ('jobs_schema_version', ?)",
-                    (str(JOBS_SCHEMA_VERSION),),
-                )
-            elif int(row["value"]) > JOBS_SCHEMA_VERSION:
-                raise JobError(
-                    f"{self.db_path}: job table version {row['value']} is newer than this code "
-                    f"({JOBS_SCHEMA_VERSION}); update cifar-mtl"
-                )
+    # the table ----------------------------------------------------------------------------
 
     def _row(self, job_id: int) -> dict:
-        row = None
-        if 1 <= int(job_id) <= MAX_JOB_ID:  # ids start at 1; SQLite cannot take a larger number
-            with self._db() as con:
-                row = con.execute("SELECT * FROM jobs WHERE id = ?", (int(job_id),)).fetchone()
-        if row is None:
-            raise JobError(f"no job {job_id} in {self.db_path}; `python -m cifar_mtl jobs list` shows the jobs")
-        return dict(row)
+        return self.queue.get(job_id)
 
-    def _rows(self, where: str = "1", args: tuple = ()) -> list[dict]:
-        with self._db() as con:
-            return [dict(r) for r in con.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args)]
+    def _rows(self, *states: str) -> list[dict]:
+        return self.queue.rows(*states)
 
     def _update(self, job_id: int, when_state: str | None = None, **values) -> bool:
         """Set columns of a job, only if it is still in `when_state`; True if it changed."""
-        sets = ", ".join(f"{k} = ?" for k in values)
-        sql, args = f"UPDATE jobs SET {sets} WHERE id = ?", [*values.values(), job_id]
-        if when_state:
-            sql += " AND state = ?"
-            args.append(when_state)
-        with self._db() as con:
-            return con.execute(sql, args).rowcount == 1
+        return self.queue.update(job_id, when_state, **values)
 
     # submit -----------------------------------------------------------------------------
 
@@ -282,23 +144,18 @@ class JobRunner:
         """Queue a training run; return the job id.
 
         `config` is validated by `make_config` (ConfigError lists every bad key) and
-        `run_id` by `validate_run_id` (ValueError), before anything is stored. Relative
+        `run_id` by `validate_run_id` (JobError, a ValueError), before anything is stored. Relative
         `data_dir` / `weights` paths are made absolute, since the worker runs elsewhere.
         """
         values = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
         cfg = make_config(_absolute_paths(values))
-        run_id = validate_run_id(run_id) if run_id else new_run_id(cfg.name)
-        if run_dir(run_id, self.home).exists():
-            raise ValueError(f"run id {run_id!r} is already used by a run folder; choose another or leave it empty")
         try:
-            with self._db() as con:
-                cur = con.execute(
-                    "INSERT INTO jobs (run_id, config, state, created_at, submitted_by) VALUES (?, ?, 'queued', ?, ?)",
-                    (run_id, json.dumps(cfg.to_dict()), now_iso(), submitted_by),
-                )
-                job_id = int(cur.lastrowid)
-        except sqlite3.IntegrityError:
-            raise ValueError(f"run id {run_id!r} is already used by a job; choose another or leave it empty") from None
+            run_id = validate_run_id(run_id) if run_id else new_run_id(cfg.name)
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
+        if run_dir(run_id, self.home).exists():
+            raise JobError(f"run id {run_id!r} is already used by a run folder; choose another or leave it empty")
+        job_id = self.queue.add(run_id, cfg.to_dict(), submitted_by)
         self.ensure_supervisor()
         return job_id
 
@@ -347,9 +204,9 @@ class JobRunner:
     def refresh(self) -> None:
         """Make the table true: finish jobs whose worker is gone; make sure a supervisor
         is there to start queued jobs while slots are free."""
-        for job in self._rows("state = 'running'"):
+        for job in self._rows("running"):
             self._reconcile(job)
-        if self._rows("state IN ('queued', 'running')"):
+        if self._rows("queued", "running"):
             self.ensure_supervisor()
 
     def _reconcile(self, job: dict) -> str:
@@ -365,11 +222,11 @@ class JobRunner:
         status = read_status(run_dir(job["run_id"], self.home))
         pid = status.get("pid")
         if pid and status.get("state") == "running":
-            start = _process_start(pid)
+            start = process_start(pid)
             if worker_alive(pid, start, None, job["run_id"]):
-                self._update(job["id"], "running", pid=pid, pid_start=start, boot_id=_boot_id())
+                self._update(job["id"], "running", pid=pid, pid_start=start, boot_id=boot_id())
                 return "running"
-        if _iso_age_s(job["started_at"]) < LAUNCH_TIMEOUT_S:
+        if _age_s(job["started_at"]) < LAUNCH_TIMEOUT_S:
             return "running"
         return self._finish(job, None, reason="the job runner stopped while starting the worker")
 
@@ -385,14 +242,14 @@ class JobRunner:
             state, error = run_state, status.get("error")
         else:
             state = "failed"
-            error = reason or _describe_exit(exit_code)
+            error = reason or describe_exit(exit_code, EXIT_USAGE)
             line = _last_log_line(job["run_id"], self.home)
             if line:
                 error += f"; last log line: {line}"
         if run_state != state and folder.exists():
             write_status(folder, state, error)
         changed = self._update(
-            job["id"], "running", state=state, error=error, finished_at=now_iso(), exit_code=exit_code
+            job["id"], "running", state=state, error=error, finished_at=now(), exit_code=exit_code
         )
         return state if changed else self._row(job["id"])["state"]
 
@@ -407,7 +264,7 @@ class JobRunner:
         """
         job = self._row(job_id)
         if job["state"] == "queued":
-            if self._update(job_id, "queued", state="cancelled", finished_at=now_iso(), error="cancelled while queued"):
+            if self._update(job_id, "queued", state="cancelled", finished_at=now(), error="cancelled while queued"):
                 return "cancelled"
             job = self._row(job_id)  # the supervisor started it meanwhile
         if job["state"] in FINAL_STATES:
@@ -432,17 +289,18 @@ class JobRunner:
         return job
 
     def _stop_worker(self, job: dict, grace: float) -> bool:
-        """SIGTERM the worker's group, then SIGKILL after `grace` s; True if it needed SIGKILL."""
-        if not _signal_worker(job, signal.SIGTERM, grace):
-            return False
-        _signal_worker(job, signal.SIGKILL, 10.0)
-        return True
+        """SIGTERM the worker's group, then SIGKILL after `grace` s; True if it needed SIGKILL.
+
+        Signals go only while the pid is still this job's worker (start_new_session
+        made the worker its group's leader)."""
+        args = (job["pid"], job["pid_start"], job["boot_id"], job["run_id"])
+        return stop_group(job["pid"], grace, lambda: worker_alive(*args))
 
     # supervisor -------------------------------------------------------------------------
 
     def supervisor_running(self) -> bool:
         """Whether a supervisor holds this home's lock."""
-        return not _try_lock(self.home / LOCK_FILE, release=True)
+        return not try_lock(self.home / LOCK_FILE, release=True)
 
     def ensure_supervisor(self) -> None:
         """Start a detached supervisor unless one is running (it exits when the queue is empty)."""
@@ -452,10 +310,7 @@ class JobRunner:
         cmd = [self.python, "-m", "cifar_mtl", "jobs", "_supervise", "--home", str(self.home),
                "--max-concurrent", str(self.max_concurrent), "--python", self.python]
         with open(self.home / SUPERVISOR_LOG, "ab") as log:
-            self._spawned.append(
-                subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=_child_env(self.home), stdin=subprocess.DEVNULL,
-                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            )
+            self._spawned.append(_start(cmd, self.home, log))
 
     def supervise(self, poll: float = POLL_SECONDS) -> int:
         """The supervisor's loop: start queued jobs while slots are free, reap workers,
@@ -463,22 +318,22 @@ class JobRunner:
         lock_path = self.home / LOCK_FILE
         # Someone merely checking (supervisor_running) holds the lock for microseconds;
         # a live supervisor holds it for good.
-        lock = _try_lock(lock_path, wait=2.0)
+        lock = try_lock(lock_path, wait=2.0)
         if lock is None:
             return EXIT_OK
         children: dict[int, subprocess.Popen] = {}
         while True:
             try:
                 self._supervise_step(children)
-            except (sqlite3.Error, OSError) as exc:  # e.g. a long write lock: try again next round
+            except (self.queue.errors, OSError) as exc:  # e.g. a long write lock: try again next round
                 print(f"[{now_iso()}] supervisor: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            if not self._rows("state IN ('queued', 'running')") and not children:
+            if not self._rows("queued", "running") and not children:
                 os.close(lock)
                 # A job submitted while we were deciding to stop found the lock held and
                 # started no supervisor: look again after letting go.
-                if not self._rows("state IN ('queued', 'running')"):
+                if not self._rows("queued", "running"):
                     return EXIT_OK
-                lock = _try_lock(lock_path)
+                lock = try_lock(lock_path)
                 if lock is None:
                     return EXIT_OK
             time.sleep(poll)
@@ -493,18 +348,18 @@ class JobRunner:
             if job["state"] == "running":
                 self._finish(job, code)
             self._update(job_id, exit_code=code)
-        for job in self._rows("state = 'running'"):
+        for job in self._rows("running"):
             if job["id"] not in children:
                 self._reconcile(job)
-        running = len(self._rows("state = 'running'"))
-        for job in self._rows("state = 'queued'")[: max(0, self.max_concurrent - running)]:
+        running = len(self._rows("running"))
+        for job in self._rows("queued")[: max(0, self.max_concurrent - running)]:
             proc = self._launch(job)
             if proc is not None:
                 children[job["id"]] = proc
 
     def _launch(self, job: dict) -> subprocess.Popen | None:
         """Start one queued job's worker; None if it was cancelled meanwhile or failed to start."""
-        if not self._update(job["id"], "queued", state="running", started_at=now_iso()):
+        if not self._update(job["id"], "queued", state="running", started_at=now()):
             return None
         folder = run_dir(job["run_id"], self.home)
         config_path = self.home / "jobs" / f"job-{job['id']}.json"
@@ -517,49 +372,14 @@ class JobRunner:
             with open(folder / LOG_FILE, "ab") as log:
                 log.write(f"[{now_iso()}] job {job['id']}: starting {' '.join(cmd)}\n".encode())
                 log.flush()
-                proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=_child_env(self.home), stdin=subprocess.DEVNULL,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                proc = _start(cmd, self.home, log)
         except OSError as exc:
-            self._update(job["id"], "running", state="failed", finished_at=now_iso(),
+            self._update(job["id"], "running", state="failed", finished_at=now(),
                          error=f"could not start the worker: {exc}")
             return None
-        self._update(job["id"], pid=proc.pid, pid_start=_process_start(proc.pid), boot_id=_boot_id())
+        self._update(job["id"], pid=proc.pid, pid_start=process_start(proc.pid), boot_id=boot_id())
         return proc
 
-
-def _signal_worker(job: dict, sig: int, wait: float) -> bool:
-    """Send `sig` to the job's worker group if it is still our worker; True if it outlives `wait` s."""
-    args = (job["pid"], job["pid_start"], job["boot_id"], job["run_id"])
-    if not worker_alive(*args):
-        return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(job["pid"], sig)  # start_new_session made the worker its group's leader
-    deadline = time.monotonic() + wait
-    while worker_alive(*args) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return worker_alive(*args)
-
-
-def _try_lock(path: Path, release: bool = False, wait: float = 0.0):
-    """Take an exclusive flock on `path`, retrying for `wait` s: the fd, or None if another
-    process holds it. With `release=True` let go at once and return True/False (was it free)."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return False if release else None
-            time.sleep(0.05)
-    if release:
-        os.close(fd)
-        return True
-    return fd
 
 
 def _absolute_paths(values: dict) -> dict:
@@ -574,147 +394,8 @@ def _absolute_paths(values: dict) -> dict:
     return values
 
 
-# --- command line ----------------------------------------------------------------------
 
-
-def _seconds(text: str) -> float:
-    """argparse type: a finite number of seconds, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (0 <= value < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, 0 or more, got {text}")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cifar_mtl jobs", description="Retrain jobs: submit, list, show, cancel, logs.")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", help="artifacts home (default: $CIFAR_MTL_HOME, else artifacts/)")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("submit", parents=[common], help="queue a training run; prints the job id")
-    s.add_argument("--config", required=True, help="JSON configuration file (see configs/)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    s.add_argument("--run-id", help="run folder name (default: <name>-<date>-<random>)")
-    s.add_argument("--max-concurrent", type=int, default=1, help="workers allowed at once (default 1)")
-    sub.add_parser("list", parents=[common], help="table of jobs, newest first")
-    for name, text in (("show", "state, progress, error and log tail of a job"), ("logs", "the job's train.log"),
-                       ("cancel", "stop a job (SIGTERM, then SIGKILL after --grace s)"),
-                       ("wait", "wait for a job to end; exit 0 succeeded, 1 failed, 130 cancelled")):
-        c = sub.add_parser(name, parents=[common], help=text)
-        c.add_argument("id", type=int, help="job id (see `jobs list`)")
-        if name == "logs":
-            c.add_argument("--lines", type=int, default=200)
-        if name == "cancel":
-            c.add_argument("--grace", type=_seconds, default=10.0, help="seconds between SIGTERM and SIGKILL")
-        if name == "wait":
-            c.add_argument("--timeout", type=_seconds, default=None, help="give up after this many seconds (exit 1)")
-    v = sub.add_parser("_supervise", parents=[common])
-    v.add_argument("--max-concurrent", type=int, default=1)
-    v.add_argument("--python", default=sys.executable)
-    return p
-
-
-def main(argv: list[str]) -> int:
-    """`python -m cifar_mtl jobs ...`. Exit codes: 0 ok, 1 failed, 2 bad arguments or config.
-
-    Every failure is one `error:` line on stderr, never a traceback.
-    """
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse has printed the usage
-        return EXIT_USAGE if exc.code else EXIT_OK
-    db_path = _home(args.home).resolve() / DB_FILE
-    try:
-        return _dispatch(args)
-    except JobStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except (ConfigError, JobError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except sqlite3.Error as exc:  # e.g. locked for longer than the busy timeout
-        print(f"error: the job database {db_path} cannot be used right now ({exc}); try again, "
-              "and if it persists check the file and its folder", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:  # e.g. a home that cannot be created or written
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}; check that the artifacts home "
-              f"{db_path.parent} is a folder you can write to, or pass --home", file=sys.stderr)
-        return EXIT_FAILED
-
-
-def _dispatch(args) -> int:
-    if args.command == "_supervise":
-        return JobRunner(args.home, args.max_concurrent, args.python).supervise()
-    if args.command == "submit":
-        return _submit(args)
-    db_path = _home(args.home).resolve() / DB_FILE
-    if not db_path.exists():  # reading must not create a home or a database
-        if args.command == "list":
-            print(f"no jobs yet: there is no job database at {db_path}; "
-                  "`python -m cifar_mtl jobs submit --config FILE` queues one")
-            return EXIT_OK
-        raise JobError(f"no job {args.id}: there is no job database at {db_path}; "
-                       "check --home / CIFAR_MTL_HOME, or queue one with `python -m cifar_mtl jobs submit`")
-    runner = JobRunner(args.home)
-    if args.command == "list":
-        df = runner.list_jobs()
-        print(jobs_table(df) if len(df) else f"no jobs in {runner.db_path}")
-        return EXIT_OK
-    if args.command == "logs":
-        text = runner.logs(args.id, args.lines)
-        print(text if text else f"job {args.id} has no log yet ({runner.get(args.id, log_lines=0)['state']})")
-        return EXIT_OK
-    if args.command == "show":
-        print(format_job(runner.get(args.id)))
-        return EXIT_OK
-    if args.command == "cancel":
-        state = runner.cancel(args.id, args.grace)
-        print(f"job {args.id}: {state}")
-        return EXIT_OK if state == "cancelled" else EXIT_FAILED
-    return _wait(runner, args.id, args.timeout)
-
-
-def _submit(args) -> int:
-    """Queue a job and say what was queued and how to follow it."""
-    import shlex
-
-    runner = JobRunner(args.home, max_concurrent=args.max_concurrent)
-    job_id = runner.submit(load_config_file(args.config, args.set), args.run_id)
-    run_id = runner.get(job_id, refresh=False, log_lines=0)["run_id"]
-    home_arg = f" --home {shlex.quote(args.home)}" if args.home else ""
-    print(f"job {job_id} queued: run {run_id} from {args.config}"
-          + (f" with {', '.join(args.set)}" if args.set else ""))
-    print("follow it with:")
-    for command in ("show", "logs", "wait"):
-        print(f"  python -m cifar_mtl jobs {command} {job_id}{home_arg}")
-    return EXIT_OK
-
-
-def jobs_table(df) -> str:
-    """`JobRunner.list_jobs()` as a terminal table: whole-number ids and pids, short times,
-    missing values as "-", errors cut short."""
-    from cifar_mtl.cli import format_table, short_time
-
-    headers = {"id": "job", "run_id": "run", "state": "state", "created_at": "queued",
-               "started_at": "started", "finished_at": "finished", "pid": "pid", "error": "error"}
-    times = dict.fromkeys(("created_at", "started_at", "finished_at"), short_time)
-    return format_table(df, headers, formats=times, widths={"run_id": 40, "error": 60})
-
-
-def _wait(runner: JobRunner, job_id: int, timeout: float | None) -> int:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        job = runner.get(job_id, log_lines=0)
-        if job["state"] in FINAL_STATES:
-            print(f"job {job_id}: {job['state']}" + (f": {job['error']}" if job["error"] else ""))
-            return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(job["state"], EXIT_FAILED)
-        if deadline is not None and time.monotonic() > deadline:
-            print(f"job {job_id}: still {job['state']} after {timeout:g} s", file=sys.stderr)
-            return EXIT_FAILED
-        time.sleep(1.0)
+# --- for the Retrain page and `jobs show` ---------------------------------------------
 
 
 def config_problems(values: dict) -> dict[str, str]:
@@ -776,21 +457,3 @@ def progress_summary(progress: dict | None) -> str:
     if isinstance(eta, (int, float)) and eta >= 0:
         parts.append(f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s")
     return ", ".join(parts)
-
-
-def format_job(job: dict) -> str:
-    """Text for `jobs show`: the row, progress, latest metrics, error and log tail."""
-    lines = [f"job {job['id']}: {job['state']}  run {job['run_id']}"]
-    for key in ("created_at", "started_at", "finished_at", "pid", "exit_code"):
-        if job.get(key) is not None:
-            lines.append(f"  {key}: {job[key]}")
-    if job["state"] == "running":
-        lines.append(f"  progress: {progress_summary(job['progress'])}")
-    metrics = (job.get("progress") or {}).get("metrics") or {}
-    if metrics:
-        lines.append("  metrics: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-    if job.get("error"):
-        lines.append(f"  error: {job['error']}")
-    if job.get("log_tail"):
-        lines += ["  log:", *("    " + ln for ln in job["log_tail"].splitlines())]
-    return "\n".join(lines)

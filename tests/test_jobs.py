@@ -12,9 +12,11 @@ import time
 
 import pytest
 
-from cifar_mtl import jobs
+from cifar_mtl import jobs, processes
+from cifar_mtl.cli import jobs_main as main
 from cifar_mtl.config import ConfigError
-from cifar_mtl.jobs import JobRunner, config_problems, main, progress_fraction, progress_summary, worker_alive
+from cifar_mtl.jobs import JobRunner, config_problems, progress_fraction, progress_summary, worker_alive
+from cifar_mtl.stores.database import DB_FILE, LEGACY_FILE
 from cifar_mtl.runs import PROJECT_ROOT, list_runs, run_dir
 from cifar_mtl.synthetic import make_fake_run
 
@@ -129,8 +131,8 @@ def _insert_running(r: JobRunner, run_id: str, pid: int, pid_start, boot_id) -> 
 def test_worker_alive_rejects_reused_pids_and_other_boots():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "run-x"])
     try:
-        start = jobs._process_start(proc.pid)
-        boot = jobs._boot_id()
+        start = processes.process_start(proc.pid)
+        boot = processes.boot_id()
         wait_for(lambda: b"run-x" in open(f"/proc/{proc.pid}/cmdline", "rb").read(), 10, "exec")
         assert worker_alive(proc.pid, start, boot, "run-x")
         assert not worker_alive(proc.pid, start + 1, boot, "run-x")  # same pid, another process
@@ -146,7 +148,7 @@ def test_dead_worker_is_failed_with_reason_as_soon_as_anyone_looks(home):
     r = JobRunner(home, autostart=False)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    job_id = _insert_running(r, "vanished", gone.pid, 1, jobs._boot_id())
+    job_id = _insert_running(r, "vanished", gone.pid, 1, processes.boot_id())
     (run_dir("vanished", home) / "train.log").write_text("epoch 1/3 step 4\n")
     job = r.get(job_id)
     assert job["state"] == "failed"
@@ -158,7 +160,7 @@ def test_pid_now_used_by_another_process_is_not_taken_for_the_worker(home):
     r = JobRunner(home, autostart=False)
     other = subprocess.Popen(["sleep", "60"])
     try:
-        job_id = _insert_running(r, "reused", other.pid, jobs._process_start(other.pid), jobs._boot_id())
+        job_id = _insert_running(r, "reused", other.pid, processes.process_start(other.pid), processes.boot_id())
         assert r.get(job_id)["state"] == "failed"
         assert other.poll() is None  # and nobody signalled the stranger
         assert r.cancel(job_id) == "failed"
@@ -242,8 +244,9 @@ def test_jobs_list_is_a_terminal_table(home, capsys):
     assert max(map(len, lines)) < 160
 
 
-def test_a_damaged_database_is_one_line_and_exit_1(home, capsys):
-    (home / "reviews.sqlite").write_bytes(os.urandom(4096))
+@pytest.mark.parametrize("name", [DB_FILE, LEGACY_FILE])  # the file, or the file under its old name
+def test_a_damaged_database_is_one_line_and_exit_1(home, capsys, name):
+    (home / name).write_bytes(os.urandom(4096))
     for argv in (["list"], ["show", "1"], ["logs", "1"], ["cancel", "1"], ["wait", "1"]):
         assert main(argv) == 1, argv
         err = capsys.readouterr().err.splitlines()
@@ -301,7 +304,7 @@ def test_job_files_are_ignored_by_git():
     if not shutil.which("git") or not (PROJECT_ROOT / ".git").exists():
         pytest.skip("needs git and the project's checkout")
     paths = [f"artifacts/{jobs.LOCK_FILE}", f"artifacts/{jobs.SUPERVISOR_LOG}", "artifacts/jobs/job-1.json",
-             f"artifacts/{jobs.DB_FILE}", f"artifacts/{jobs.DB_FILE}-wal", "artifacts/exports/x.csv"]
+             f"artifacts/{DB_FILE}", f"artifacts/{DB_FILE}-wal", "artifacts/exports/x.csv"]
     done = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=PROJECT_ROOT, capture_output=True,
                           text=True)
     assert done.stdout.split() == paths
