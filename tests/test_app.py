@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pandas as pd
 import pytest
+from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
 from tests.app_fixture import APP, break_run, build_home
@@ -56,6 +58,15 @@ def grid_captions(at: AppTest) -> list[str]:
 
 def button(at: AppTest, key: str):
     return at.button(key=key)
+
+
+def select_in_chart(at: AppTest, key: str, selection: dict) -> AppTest:
+    """Rerun as after a selection in the plotly chart `key`: the browser sends the selection
+    state as the chart's widget value (a JSON string), and Streamlit calls its on_select."""
+    chart = next(c.proto for c in at.get("plotly_chart") if key in c.proto.id)
+    states = at._tree.get_widget_states()
+    states.widgets.append(WidgetState(id=chart.id, string_value=json.dumps(selection)))
+    return at._run(states)
 
 
 # --- every page renders ------------------------------------------------------------------
@@ -169,9 +180,11 @@ def test_confusion_cell_filter_shows_those_images(fx):
     cm = analysis.confusion_matrix(preds).to_numpy().copy()
     np.fill_diagonal(cm, 0)
     true, pred = np.unravel_index(cm.argmax(), cm.shape)
-    # what the chart's click callback does: set both class filters
-    at.selectbox(key="err_f_true").set_value(int(true))
-    at.selectbox(key="err_f_pred").set_value(int(pred)).run()
+    # a click on the cell's marker, as the browser reports it: the chart's on_select callback runs
+    click = {"selection": {"points": [{"curve_number": 1, "point_index": int(true * 10 + pred),
+                                       "x": CLASS_NAMES[pred], "y": CLASS_NAMES[true]}], "box": [], "lasso": []}}
+    select_in_chart(at, "err_confusion", click)
+    assert (at.selectbox(key="err_f_true").value, at.selectbox(key="err_f_pred").value) == (true, pred)
     shown = grid_captions(at)
     assert len(shown) == min(24, cm[true, pred])
     assert all(f"{CLASS_NAMES[true]} → {CLASS_NAMES[pred]}" in c for c in shown)

@@ -138,3 +138,17 @@ def test_running_job_shows_progress_metrics_log_and_cancels(runner, home):
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def test_the_form_round_trips_a_config_and_takes_its_fields_from_settings():
+    from cifar_mtl.app import retrain_form
+    from cifar_mtl.config import SETTINGS, TrainConfig
+
+    values = {**TrainConfig().to_dict(), "weights": "/w/model.weights.h5", "train_subset": 1000,
+              "animal_label_smoothing": 0.3}
+    state = retrain_form.form_state(values, "some-run")
+    assert state["rt_weights"] == "local file" and state["rt_weights_path"] == "/w/model.weights.h5"
+    assert state["rt_finetune_blocks"] == 0 and state["rt_animal_same"] is False
+    assert retrain_form.form_values(state) == values
+    # every number the config knows has a number box, with the config's own label and kind
+    assert set(retrain_form.NUMBERS) == {f for f, s in SETTINGS.items() if s.kind in ("int", "float", "rate")}
