@@ -7,7 +7,7 @@ blocks; then the same path in float32, to show what bf16 brings on CPUs with
 AVX512_BF16. The figure turns into minutes per 50,000-image epoch.
 
 Minutes to accuracy: the full mode trains `configs/cpu_fast_demo.json` (the recipe
-cut to 3 epochs) with `train.train` on CIFAR-10 (needs `CIFAR10_DIR`) and reports
+cut to 3 epochs) with `fit.train` on CIFAR-10 (needs `CIFAR10_DIR`) and reports
 its wall-clock minutes and test accuracy. Every mode also lists the recorded
 airbench runs under `artifacts/runs/` (their minutes and accuracy come from their
 metrics.json, measured when they were trained, not now).
@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_training import SKIP, Setup, _row, load_data, time_training
-from cifar_mtl.data import TRAIN_SIZE
+from cifar_mtl.cifar10 import TRAIN_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "cpu_fast.json"
@@ -72,7 +72,7 @@ def throughput_rows(data, described: str, s: dict, tmp: Path) -> list[dict]:
 def demo_rows(tmp: Path) -> list[dict]:
     """Train the 3-epoch demo config on CIFAR-10 and report minutes and test accuracy."""
     from cifar_mtl.config import load_config_file
-    from cifar_mtl.train import train
+    from cifar_mtl.training.fit import train
 
     config = load_config_file(DEMO_CONFIG)
     start = time.perf_counter()
@@ -107,7 +107,7 @@ def recorded_rows(runs_dir: Path = ROOT / "artifacts" / "runs") -> list[dict]:
 
 def run(quick: bool = False) -> list[dict]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cifar_mtl.data import resolve_source
+    from cifar_mtl.cifar10 import resolve_source
 
     s = settings(quick)
     data, described = load_data(n_test=1_000)

@@ -37,7 +37,7 @@ TRAIN_LIMIT_MIB = 4096
 APP_LIMIT_MIB = 1024
 CHILD_TIMEOUT = 900  # seconds; a short run takes about a minute on 2 busy cores
 APP_CHILD = "import sys; from bench.bench_memory import app_child; sys.exit(app_child())"
-IMPORT_CHILD = "import tensorflow, keras; from cifar_mtl import train"
+IMPORT_CHILD = "import tensorflow, keras; from cifar_mtl.training import fit"
 
 
 # Runs argv[2:] and writes "<ru_maxrss KiB> <exit code>" to argv[1]. Linux adds the
@@ -83,7 +83,7 @@ def _tail(path: Path, lines: int = 5, containing: str = "") -> str:
 
 def training_peak(tmp: Path, quick: bool) -> tuple[float, str]:
     """Peak MiB of a short `python -m cifar_mtl train`; returns (MiB, what was run)."""
-    from cifar_mtl.data import resolve_source
+    from cifar_mtl.cifar10 import resolve_source
     from cifar_mtl.synthetic import write_fake_cifar
 
     env = dict(os.environ, CIFAR_MTL_HOME=str(tmp / "home"), TF_CPP_MIN_LOG_LEVEL="2")
@@ -157,7 +157,7 @@ def run(quick: bool = False) -> list[dict]:
         train_mib, what = training_peak(tmp, quick)
         app_mib, code, tail = app_peak(tmp)
     rows = [
-        {"name": "peak RSS of importing tensorflow + keras + cifar_mtl.train only (the fixed share)",
+        {"name": "peak RSS of importing tensorflow + keras + cifar_mtl.training only (the fixed share)",
          "value": round(base_mib, 1), "unit": "MiB", "target": "-", "ok": None},
         _row(f"peak RSS of `python -m cifar_mtl train` ({what})", train_mib, TRAIN_LIMIT_MIB,
              train_mib < TRAIN_LIMIT_MIB),

@@ -1,7 +1,7 @@
 """The method's GPU recipe (`configs/seed_finetune.json`): training throughput of both stages.
 
-EfficientNetV2B1 at 240x240, batch 64, multitask, the project's own `build_model`,
-and `train.compile_stage` (the stage's trainable weights, optimizer and losses), timed with
+EfficientNetV2B1 at 240x240, batch 64, multitask, the project's own model
+(`fit.model_from_config`) and `fit.compile_stage` (the stage's trainable weights, optimizer and losses), timed with
 `model.fit` on in-memory images (random pixels: throughput does not depend on them)
 after a warm-up fit. Weights start from `none` where ImageNet weights cannot be
 downloaded (the speed is the same), but the stages run as with ImageNet weights:
@@ -70,7 +70,7 @@ def settings(quick: bool, gpu: bool) -> dict:
 
 def stage_throughput(model, config, stage: str, lr: float, x, y, s: dict) -> float:
     """Images per second of `model.fit` in `stage` on the arrays x (N, 32, 32, 3), y (targets dict)."""
-    from cifar_mtl.train import compile_stage
+    from cifar_mtl.training.fit import compile_stage
 
     compile_stage(model, config, stage, epochs=10, lr=lr, steps=100)
     bs = config.batch_size
@@ -86,18 +86,17 @@ def run(quick: bool = False) -> list[dict]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
+    from cifar_mtl.cifar10 import TRAIN_SIZE
     from cifar_mtl.config import load_config_file
-    from cifar_mtl.losses import make_targets
-    from cifar_mtl.model import build_model
-    from cifar_mtl.data import TRAIN_SIZE
-    from cifar_mtl.train import precision_policy, stages
+    from cifar_mtl.training.fit import model_from_config, precision_policy, stages
+    from cifar_mtl.training.targets import make_targets
 
     device = accelerator()
     config = load_config_file(CONFIG, ["weights=none"])
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(precision_policy(config, gpu=bool(device)))
     s = settings(quick, bool(device))
-    model = build_model(config)
+    model = model_from_config(config)
     n = max(s["batches"], s["warm_batches"]) * config.batch_size
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 32, 32, 3)).astype(np.float32)

@@ -1,16 +1,17 @@
 """Training and prediction speed of the project's code against bare Keras, same process.
 
-Training: the trainer's own path (`train.setup_keras`, `build_datasets` with the
-config's augmentation preset, `compile_stage`, `make_run_callback`, `model.fit` on
-the tf.data pipeline) against a bare `model.fit` on float32 arrays in memory, with
+Training: the trainer's own path (`fit.setup_keras`, `pipeline.build_datasets` with
+the config's augmentation preset, `fit.compile_stage`, `tracking.RunCallback`,
+`model.fit` on the tf.data pipeline) against a bare `model.fit` on float32 arrays in memory, with
 the same compiled model, batch size and 32x32 images. The two alternate in
 A B B A blocks after a warm-up call of each (which traces the graphs); each call
 times only its steady-state steps (the first `SKIP` steps of every call, where the
 pipeline starts and the shuffle buffer fills, are left out). The ratio is the
 median of the blocks' ratios. Target: ratio >= 0.95.
 
-Prediction: `train.write_predictions` (predict + predictions table + parquet +
-summary metrics) for the test images against a bare `model.predict` on the same
+Prediction: `predict.write_predictions` as training calls it (with a cancel flag and
+progress.json after the batches: predict + predictions table + parquet + summary
+metrics) for the test images against a bare `model.predict` on the same
 images as float32 arrays, alternating the same way. Target: ratio >= 0.90.
 
 On a shared machine the wall-clock ratios swing with other people's load, so the
@@ -56,7 +57,7 @@ def settings(quick: bool) -> dict:
 
 def load_data(n_synthetic_train: int = 10_000, n_test: int = 10_000):
     """CIFAR-10 from `CIFAR10_DIR` if set, else generated images; returns (Cifar10, description)."""
-    from cifar_mtl.data import Cifar10, load_cifar10, resolve_source
+    from cifar_mtl.cifar10 import Cifar10, load_cifar10, resolve_source
     from cifar_mtl.labels import NUM_CLASSES
     from cifar_mtl.synthetic import fake_images
 
@@ -143,20 +144,20 @@ class Setup:
     """The trainer's objects for one config: model compiled as the trainer does, datasets, callback."""
 
     def __init__(self, config, data, folder: Path, n_bare: int):
-        from cifar_mtl import train
-        from cifar_mtl.data import stratified_split
-        from cifar_mtl.losses import make_targets
-        from cifar_mtl.model import build_model
+        from cifar_mtl.cifar10 import stratified_split
+        from cifar_mtl.training import fit, pipeline
+        from cifar_mtl.training.targets import make_targets
+        from cifar_mtl.training.tracking import RunCallback
 
         self.config = config
         train_idx, val_idx = stratified_split(data.y_train, config.val_split, config.seed, config.train_subset)
-        self.policy, strategy = train.setup_keras(config)
-        self.train_ds, _, steps_per_epoch = train.build_datasets(config, data, train_idx, val_idx)
-        stage, epochs, lr = train.stages(config)[0]
+        self.policy, strategy = fit.setup_keras(config)
+        self.train_ds, _, steps_per_epoch = pipeline.build_datasets(config, data, train_idx, val_idx)
+        stage, epochs, lr = fit.stages(config)[0]
         with strategy.scope():
-            self.model = build_model(config)
-        train.compile_stage(self.model, config, stage, epochs, lr, steps_per_epoch, strategy)
-        self.callback = train.make_run_callback(
+            self.model = fit.model_from_config(config)
+        fit.compile_stage(self.model, config, stage, epochs, lr, steps_per_epoch, strategy)
+        self.callback = RunCallback(
             folder, [(stage, epochs)], steps_per_epoch, config.progress_interval, log=lambda message: None
         )
         # Only the per-step hook: epoch ends (history, checkpoint) fall outside the timed steps.
@@ -212,16 +213,19 @@ class Replay:
     def __init__(self, outputs: dict):
         self.outputs = outputs
 
-    def predict(self, data, verbose=0):
+    def predict(self, data, verbose=0, callbacks=None):
         return self.outputs
 
 
 def time_prediction(setup: Setup, x_test: np.ndarray, y_test: np.ndarray, folder: Path, n_blocks: int) -> dict:
     """Images/s of `write_predictions` and of a bare `model.predict`, and the former's own overhead (s)."""
-    from cifar_mtl.train import PREDICT_BATCH, write_predictions
+    from cifar_mtl.training.pipeline import PREDICT_BATCH
+    from cifar_mtl.training.predict import write_predictions
+    from cifar_mtl.training.tracking import CancelFlag
 
     x_float = x_test.astype(np.float32)
-    quiet = {"log": lambda message: None}
+    # As training calls it: with a cancel flag and progress.json after the batches.
+    quiet = {"log": lambda message: None, "cancel": CancelFlag(), "progress_interval": setup.config.progress_interval}
 
     def path():
         start = time.perf_counter()

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifar_mtl.data import TRAIN_SIZE
+from cifar_mtl.cifar10 import TRAIN_SIZE
 from cifar_mtl.errors import UserError
 
 VARIANTS = ("single", "multitask")

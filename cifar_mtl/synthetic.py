@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cifar_mtl.data import SIZES_FILE
+from cifar_mtl.cifar10 import SIZES_FILE
 from cifar_mtl.labels import CLASS_NAMES, IS_ANIMAL, NUM_CLASSES
 from cifar_mtl.predictions import predictions_table, summary_metrics
 from cifar_mtl.runs import (

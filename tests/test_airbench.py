@@ -7,18 +7,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cifar_mtl.augment import build_augmenter, tta_views
 from cifar_mtl.config import ConfigError, load_config_file, make_config
-from cifar_mtl.model import WHITEN_LAYER, backbone, build_model, init_whitening, set_stage, shift_layer_class, whitening_kernel
 from cifar_mtl.synthetic import write_fake_cifar
-from cifar_mtl.train import predict_arrays, predict_run, train
+from cifar_mtl.training.augment import build_augmenter, tta_views
+from cifar_mtl.training.fit import train
+from cifar_mtl.training.models import WHITEN_LAYER, ScaledShift, backbone, build_model, init_whitening, set_stage, whitening_kernel
+from cifar_mtl.training.predict import predict_arrays, predict_run
 
 FAST = {"backbone": "airbench", "pooling": "max", "dropout": 0.0, "optimizer": "sgd", "momentum": 0.85}
+FAST_MODEL = {k: FAST[k] for k in ("backbone", "pooling", "dropout")}  # the model builder's part
 
 
 @pytest.mark.parametrize("variant", ["single", "multitask"])
 def test_outputs_match_the_other_backbones(variant):
-    model = build_model(make_config({**FAST, "variant": variant}))
+    model = build_model(**FAST_MODEL, variant=variant)
     out = model(np.random.uniform(0, 255, (3, 32, 32, 3)).astype("float32"))
     assert out["class"].shape == (3, 10)
     assert np.allclose(np.sum(out["class"], axis=1), 1.0, atol=1e-5)
@@ -68,7 +70,7 @@ def test_whitening_kernel_whitens_2x2_patches():
 
 
 def test_whitening_layer_is_set_and_never_trains():
-    model = build_model(make_config(FAST))
+    model = build_model(**FAST_MODEL)
     images = np.random.default_rng(1).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
     init_whitening(model, images)
     layer = backbone(model).get_layer(WHITEN_LAYER)
@@ -82,7 +84,7 @@ def test_whitening_layer_is_set_and_never_trains():
 
 
 def test_scaled_shift_moves_scale_squared_times_faster_under_sgd():
-    layer = shift_layer_class()(scale=8.0)
+    layer = ScaledShift(scale=8.0)
     x = keras.ops.zeros((1, 1, 1, 4))
     layer.build(x.shape)
     optimizer = keras.optimizers.SGD(learning_rate=0.01)

@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 
 from cifar_mtl.config import ConfigError, make_config
-from cifar_mtl.model import backbone, build_model, set_stage
+from cifar_mtl.training.models import backbone, build_model, set_stage
 from cifar_mtl.synthetic import write_fake_cifar
 
 
 @pytest.mark.parametrize("variant", ["single", "multitask"])
 def test_outputs_match_the_efficientnet_heads(variant):
-    model = build_model(make_config({"backbone": "resnet9", "resnet_width": 16, "variant": variant}))
+    model = build_model(backbone="resnet9", resnet_width=16, variant=variant)
     out = model(np.random.uniform(0, 255, (3, 32, 32, 3)).astype("float32"))
     assert out["class"].shape == (3, 10)
     assert ("animal" in out) == (variant == "multitask")
@@ -31,7 +31,7 @@ def test_backbone_key_refuses_unknown_names_and_imagenet():
 
 
 def test_from_scratch_everything_trains():
-    model = build_model(make_config({"backbone": "resnet9", "resnet_width": 8}))
+    model = build_model(backbone="resnet9", resnet_width=8)
     set_stage(model, "finetune", freeze_batchnorm=False)
     trainable = {w.path for w in model.trainable_weights}
     frozen = {w.path for w in model.weights} - trainable
@@ -40,7 +40,7 @@ def test_from_scratch_everything_trains():
 
 
 def test_tiny_end_to_end_run(tmp_path):
-    from cifar_mtl.train import train
+    from cifar_mtl.training.fit import train
 
     data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=20, n_test=20)
     config = make_config({"backbone": "resnet9", "resnet_width": 8, "data_dir": str(data_dir), "finetune_epochs": 1,

@@ -34,7 +34,7 @@ def _env(home, data_dir=None):
 def tiny_run(tmp_path_factory):
     """One multitask run trained in this process; several tests read its folder."""
     from cifar_mtl.config import make_config
-    from cifar_mtl.train import train
+    from cifar_mtl.training.fit import train
 
     root = tmp_path_factory.mktemp("train")
     data_dir = write_fake_cifar(root / "data", n_train_per_batch=20, n_test=30)
@@ -87,7 +87,7 @@ def test_metrics_and_history(tiny_run):
 
 def test_existing_run_id_is_refused(tiny_run):
     from cifar_mtl.config import make_config
-    from cifar_mtl.train import train
+    from cifar_mtl.training.fit import train
 
     home, folder, _ = tiny_run
     with pytest.raises(FileExistsError, match="already exists"):
@@ -179,7 +179,7 @@ def test_sigterm_cancels_after_the_current_step(tmp_path):
 )
 def test_precision_policy(setting, gpu, policy):
     from cifar_mtl.config import make_config
-    from cifar_mtl.train import precision_policy
+    from cifar_mtl.training.fit import precision_policy
 
     assert precision_policy(make_config({"mixed_precision": setting}), gpu=gpu) == policy
 
@@ -188,12 +188,12 @@ def test_no_tf_distribute_off_tensorflow(monkeypatch):
     """On another Keras backend (bench_seed on JAX) building and compiling need no tf.distribute."""
     import keras
 
-    from cifar_mtl import train
+    from cifar_mtl.training import fit
 
-    assert train._strategy() is not train._NO_DISTRIBUTION  # TensorFlow here: a real strategy
+    assert fit._strategy() is not fit._NO_DISTRIBUTION  # TensorFlow here: a real strategy
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    strategy = train._strategy()
-    assert strategy is train._NO_DISTRIBUTION
+    strategy = fit._strategy()
+    assert strategy is fit._NO_DISTRIBUTION
     with strategy.scope():
         pass
 
@@ -225,7 +225,9 @@ def test_prediction_reports_progress_and_sigterm_cancels_it(tmp_path, monkeypatc
     import warnings
 
     from cifar_mtl.config import make_config
-    from cifar_mtl.train import TrainingCancelled, predict_steps, train
+    from cifar_mtl.training.fit import train
+    from cifar_mtl.training.predict import predict_steps
+    from cifar_mtl.training.tracking import TrainingCancelled
 
     data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=20, n_test=300)
     home = tmp_path / "home"
@@ -264,17 +266,18 @@ def test_prediction_reports_progress_and_sigterm_cancels_it(tmp_path, monkeypatc
 
 def test_nan_loss_fails_the_run_with_that_reason(tmp_path, monkeypatch):
     """Issue 13: a run whose loss turns NaN is failed, never succeeded with NaN predictions."""
-    from cifar_mtl import losses
     from cifar_mtl.config import make_config
-    from cifar_mtl.train import TrainingDiverged, train
+    from cifar_mtl.training import pipeline
+    from cifar_mtl.training.fit import train
+    from cifar_mtl.training.tracking import TrainingDiverged
 
-    real = losses.make_targets
+    real = pipeline.make_targets
 
     def nan_targets(*args, **kwargs):
         targets = real(*args, **kwargs)
         return {**targets, "class": np.full_like(targets["class"], np.nan)}
 
-    monkeypatch.setattr(losses, "make_targets", nan_targets)
+    monkeypatch.setattr(pipeline, "make_targets", nan_targets)
     data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=20, n_test=20)
     home = tmp_path / "home"
     with pytest.raises(TrainingDiverged, match="loss became NaN at finetune epoch 1 step 1"):
@@ -289,7 +292,8 @@ def test_nan_loss_fails_the_run_with_that_reason(tmp_path, monkeypatch):
 
 def test_nan_predictions_are_never_written(tmp_path):
     from cifar_mtl.config import make_config
-    from cifar_mtl.train import TrainingDiverged, write_predictions
+    from cifar_mtl.training.predict import write_predictions
+    from cifar_mtl.training.tracking import TrainingDiverged
 
     class NanModel:
         def predict(self, data, verbose=0):

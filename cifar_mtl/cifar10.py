@@ -1,10 +1,11 @@
-"""CIFAR-10 loading, stratified splits and the tf.data input pipeline.
+"""CIFAR-10 files in memory: loading, checking and stratified splits, with NumPy only.
 
 Sources, in order: the config's `data_dir`, then `$CIFAR10_DIR`, then the keras
 download. A source path is an official `cifar-10-batches-py` folder (or a folder
 that contains one) or the official `cifar-10-python.tar.gz`. Images come back as
 uint8 arrays of shape (N, 32, 32, 3); labels as int64 arrays of shape (N,).
-TensorFlow is imported only by `make_dataset`.
+The tf.data pipeline over these arrays is `cifar_mtl.training.pipeline`; Keras is
+imported here only to download the dataset when no copy is found.
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ def _keras_source(allow_download: bool) -> str:
             "CIFAR-10 is not available: set CIFAR10_DIR to a cifar-10-batches-py folder or "
             f"{TARBALL}, or train once to download it to {KERAS_CACHE}"
         )
-    import keras
+    import keras  # only to download: the app and the CLI's reading commands never load it
 
     try:
         keras.datasets.cifar10.load_data()  # downloads and extracts into the cache
@@ -298,32 +299,3 @@ def stratified_split(
         train.append(rest[: max(1, int(round(len(rest) * keep)))])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
-
-def make_dataset(
-    images: np.ndarray,
-    targets: dict[str, np.ndarray],
-    batch_size: int,
-    training: bool,
-    augment=None,
-    seed: int = 0,
-):
-    """A tf.data pipeline of (images float32 (B, 32, 32, 3) in [0, 255], targets dict).
-
-    `targets` maps output names to arrays with the images' first dimension. Training
-    datasets are cached, shuffled each epoch, batched, augmented on the fly by
-    `augment(images, targets) -> (images, targets)` (batch-wise) and prefetched.
-    """
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images, targets)).cache()
-    if training:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-
-    def cast(x, y):
-        return tf.cast(x, tf.float32), y
-
-    ds = ds.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augment is not None:
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)

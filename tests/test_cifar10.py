@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from cifar_mtl import data
-from cifar_mtl.data import DataError, load_cifar10, load_test_set, stratified_split
+from cifar_mtl import cifar10
+from cifar_mtl.cifar10 import DataError, load_cifar10, load_test_set, stratified_split
 from cifar_mtl.synthetic import fake_images, write_fake_cifar
 
 
@@ -36,7 +36,7 @@ def test_cifar10_dir_variable_is_the_default_source(tmp_path, monkeypatch):
 
 def test_no_source_and_no_download_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
-    monkeypatch.setattr(data, "KERAS_CACHE", tmp_path / "nothing")
+    monkeypatch.setattr(cifar10, "KERAS_CACHE", tmp_path / "nothing")
     with pytest.raises(DataError, match="set CIFAR10_DIR"):
         load_test_set(allow_download=False)
 
@@ -111,18 +111,6 @@ def test_stratified_split_is_seeded_and_balanced():
     np.testing.assert_array_equal(val, val2)  # the subset never changes the validation set
 
 
-def test_dataset_batches_and_targets(tmp_path):
-    from cifar_mtl.augment import build_augmenter
-    from cifar_mtl.losses import make_targets
-
-    labels = np.arange(20) % 10
-    x = fake_images(labels)
-    ds = data.make_dataset(x, make_targets(labels, 0.1, None, True), 8, True, build_augmenter("flip_translate"))
-    xb, yb = next(iter(ds))
-    assert xb.shape == (8, 32, 32, 3) and xb.dtype.name == "float32"
-    assert float(np.max(xb)) <= 255.0 and yb["class"].shape == (8, 10) and yb["animal"].shape == (8, 1)
-
-
 @pytest.mark.skipif(not os.environ.get("CIFAR10_DIR"), reason="CIFAR10_DIR is not set (real CIFAR-10 not available)")
 def test_real_cifar10():
     ds = load_cifar10()
@@ -134,7 +122,7 @@ def test_keras_download_cache_is_read_without_downloading(tmp_path, monkeypatch)
     """The default source: keras.datasets' cache folder, read by the same checked reader."""
     cache = write_fake_cifar(tmp_path / "keras-datasets", n_train_per_batch=10, n_test=10)
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
-    monkeypatch.setattr(data, "KERAS_CACHE", cache)
+    monkeypatch.setattr(cifar10, "KERAS_CACHE", cache)
     ds = load_cifar10(allow_download=False)
     assert ds.source == str(cache) and ds.x_train.shape == (50, 32, 32, 3)
 
@@ -189,7 +177,7 @@ def test_a_short_batch_in_an_official_looking_folder_is_refused(tmp_path):
     writer's sizes file, every batch must hold the official 10,000 images."""
     folder = write_fake_cifar(tmp_path, n_test=5)
     assert len(load_test_set(str(folder))[1]) == 5  # the synthetic folder says 5 on purpose
-    (folder / data.SIZES_FILE).unlink()
+    (folder / cifar10.SIZES_FILE).unlink()
     with pytest.raises(DataError, match="test_batch: holds 5 images; an official CIFAR-10 batch holds 10,000"):
         load_test_set(str(folder))
 
@@ -198,13 +186,13 @@ def test_batches_must_hold_what_the_sizes_file_says(tmp_path):
     folder = write_fake_cifar(tmp_path, n_train_per_batch=20, n_test=20)
     other = write_fake_cifar(tmp_path / "other", n_train_per_batch=20, n_test=5)
     (folder / "test_batch").write_bytes((other / "test_batch").read_bytes())
-    with pytest.raises(DataError, match=f"test_batch: holds 5 images; the folder's {data.SIZES_FILE} says 20"):
+    with pytest.raises(DataError, match=f"test_batch: holds 5 images; the folder's {cifar10.SIZES_FILE} says 20"):
         load_cifar10(str(folder))
 
 
 @pytest.mark.parametrize("content", ["{", "[1]", '{"n_train_per_batch": "20", "n_test": 20}', '{"n_test": 20}'])
 def test_a_damaged_sizes_file_is_named(tmp_path, content):
     folder = write_fake_cifar(tmp_path)
-    (folder / data.SIZES_FILE).write_text(content)
-    with pytest.raises(DataError, match=f"{data.SIZES_FILE}: cannot be read"):
+    (folder / cifar10.SIZES_FILE).write_text(content)
+    with pytest.raises(DataError, match=f"{cifar10.SIZES_FILE}: cannot be read"):
         load_test_set(str(folder))

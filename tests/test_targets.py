@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cifar_mtl.losses import make_targets, smooth_binary_targets, smooth_class_targets
+from cifar_mtl.training.targets import make_targets, smooth_binary_targets, smooth_class_targets
 
 
 def test_class_targets_follow_the_method_rule():
@@ -36,7 +36,7 @@ def test_bad_eps_is_refused():
 def test_mixing_keeps_class_and_animal_targets_consistent(preset):
     import tensorflow as tf
 
-    from cifar_mtl.augment import build_augmenter
+    from cifar_mtl.training.augment import build_augmenter
     from cifar_mtl.synthetic import fake_images
 
     labels = np.array([0, 2, 8, 3, 1, 5, 9, 6] * 4)  # vehicles and animals interleaved

@@ -8,14 +8,14 @@ both heads see one consistent mixture.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from cifar_mtl.config import AUGMENTATIONS as PRESETS, TTA_MODES
 
 
 def _flip_translate(seed: int):
-    import keras
-
     return [
         keras.layers.RandomFlip("horizontal", seed=seed),
         # 4 pixels of 32, with reflection: the classic CIFAR pad-and-crop.
@@ -24,8 +24,6 @@ def _flip_translate(seed: int):
 
 
 def _flip_shift2(seed: int):
-    import keras
-
     return [
         keras.layers.RandomFlip("horizontal", seed=seed),
         # Whole-pixel shifts of up to 2 (nearest sampling), with reflection: airbench's translate.
@@ -57,8 +55,6 @@ def tta_views(images, mode: str = "none") -> list:
 
 def build_augmenter(preset: str, seed: int = 0):
     """The augmenter for a preset name (see PRESETS), or None for "none"."""
-    import keras
-
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if preset == "none":
@@ -88,8 +84,6 @@ def mix(mixer, images, targets: dict):
     The targets are concatenated along the last axis, mixed once and split again,
     so the animal target is mixed with exactly the class target's weights.
     """
-    import tensorflow as tf
-
     names = sorted(targets)
     sizes = [int(targets[n].shape[-1]) for n in names]
     labels = tf.concat([tf.cast(targets[n], tf.float32) for n in names], axis=-1)

@@ -1,4 +1,4 @@
-"""The method's label smoothing, as explicit soft targets.
+"""Training targets of the heads: the method's label smoothing, as explicit soft targets.
 
 The true class gets 1 - eps and every other class eps / (K - 1). Keras's own
 `label_smoothing=` argument follows another rule (1 - eps + eps/K, eps/K), so the

@@ -6,17 +6,19 @@ preprocessing layer rescales them (B0-B3 expect [0, 255], not [-1, 1]). Outputs:
 dict {"class": (B, 10) softmax, "animal": (B, 1) sigmoid}; single-task models have
 only "class". Names of output layers equal their dict keys, so Keras's history has
 `class_loss`, `class_accuracy`, `animal_loss`, ...
+
+Builders take keyword arguments, as `keras.applications` does; the defaults are
+`TrainConfig`'s, and a run passes its config's fields (`fit.model_from_config`).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 
+import keras
 import numpy as np
 
-from cifar_mtl.config import TrainConfig
 from cifar_mtl.labels import NUM_CLASSES
 
 BACKBONE_NAME = "backbone"
@@ -30,13 +32,19 @@ def _weights_arg(weights: str):
     return os.path.expanduser(weights)
 
 
-def build_backbone(config: TrainConfig):
-    """The feature extractor named by `config.backbone`, for `config.image_size` inputs."""
-    if config.backbone == "resnet9":
-        return build_resnet9(config.image_size, config.resnet_width, _weights_arg(config.weights))
-    if config.backbone == "airbench":
-        return build_airbench(config.image_size, _weights_arg(config.weights))
-    return build_efficientnet(config)
+def build_backbone(
+    *, backbone: str = "efficientnetv2b1", image_size: int = 32, weights: str = "none", resnet_width: int = 64
+):
+    """The feature extractor named `backbone` for (B, image_size, image_size, 3) inputs.
+
+    `weights`: "none", "imagenet" (EfficientNetV2B1 only) or a path to a weights file;
+    `resnet_width`: ResNet-9's first-stage channels (ignored by the others).
+    """
+    if backbone == "resnet9":
+        return build_resnet9(image_size=image_size, width=resnet_width, weights=weights)
+    if backbone == "airbench":
+        return build_airbench(image_size=image_size, weights=weights)
+    return build_efficientnet(image_size=image_size, weights=weights)
 
 
 # Per-channel mean and standard deviation of the CIFAR-10 training images (0..255).
@@ -45,8 +53,6 @@ CIFAR_STD = (63.0, 62.1, 66.7)
 
 
 def _conv_bn(x, filters: int, name: str, pool: bool = False):
-    import keras
-
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     if pool:
         x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
@@ -54,17 +60,16 @@ def _conv_bn(x, filters: int, name: str, pool: bool = False):
     return keras.layers.Activation("gelu", name=f"{name}_act")(x)
 
 
-def build_resnet9(size: int = 32, width: int = 64, weights: str | None = None):
+def build_resnet9(*, image_size: int = 32, width: int = 64, weights: str = "none"):
     """ResNet-9 (the DAWNBench CIFAR-10 design) as a feature extractor for CPUs.
 
-    Input (B, size, size, 3) float pixels in [0, 255]; output (B, s, s, 8 * width)
-    feature maps (s = size / 8). Stages: prep conv, then three stages that double the
-    channels and halve the resolution, the first and last with a residual pair of
-    convolutions. About 1/15 of EfficientNetV2B1's FLOPs at width 32.
+    Input (B, image_size, image_size, 3) float pixels in [0, 255]; output
+    (B, s, s, 8 * width) feature maps (s = image_size / 8); `weights` "none" or a
+    file. Stages: prep conv, then three stages that double the channels and halve
+    the resolution, the first and last with a residual pair of convolutions. About
+    1/15 of EfficientNetV2B1's FLOPs at width 32.
     """
-    import keras
-
-    inputs = keras.Input(shape=(size, size, 3), name="pixels")
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
     x = keras.layers.Normalization(
         mean=list(CIFAR_MEAN), variance=[s * s for s in CIFAR_STD], name="normalize"
     )(inputs)
@@ -76,8 +81,8 @@ def build_resnet9(size: int = 32, width: int = 64, weights: str | None = None):
             r = _conv_bn(r, width * mult, f"stage{stage}_res2")
             x = keras.layers.Add(name=f"stage{stage}_add")([x, r])
     base = keras.Model(inputs, x, name=BACKBONE_NAME)
-    if weights:
-        base.load_weights(weights)
+    if _weights_arg(weights):
+        base.load_weights(_weights_arg(weights))
     return base
 
 
@@ -85,57 +90,48 @@ AIRBENCH_WIDTHS = (64, 256, 256)
 WHITEN_LAYER = "whiten"
 
 
-@functools.cache
-def shift_layer_class():
-    """The ScaledShift layer class (defined and registered with Keras on first use)."""
-    import keras
+# Registered with Keras as "cifar_mtl>ScaledShift", the name saved airbench models give it.
+@keras.saving.register_keras_serializable(package="cifar_mtl")
+class ScaledShift(keras.layers.Layer):
+    """Adds a learned per-channel shift stored divided by `scale`: (B, H, W, C) -> same.
 
-    @keras.saving.register_keras_serializable(package="cifar_mtl")
-    class ScaledShift(keras.layers.Layer):
-        """Adds a learned per-channel shift stored divided by `scale`: (B, H, W, C) -> same.
+    SGD moves the stored value by lr * scale * grad, so the shift itself moves
+    scale**2 times faster than a plain bias: airbench's 64x bias learning rate
+    (scale 8) without per-variable learning rates, which Keras optimizers lack.
+    """
 
-        SGD moves the stored value by lr * scale * grad, so the shift itself moves
-        scale**2 times faster than a plain bias: airbench's 64x bias learning rate
-        (scale 8) without per-variable learning rates, which Keras optimizers lack.
-        """
+    def __init__(self, scale: float = 8.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
 
-        def __init__(self, scale: float = 8.0, **kwargs):
-            super().__init__(**kwargs)
-            self.scale = scale
+    def build(self, input_shape):
+        self.shift = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="shift")
 
-        def build(self, input_shape):
-            self.shift = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="shift")
+    def call(self, x):
+        return x + keras.ops.cast(self.shift * self.scale, x.dtype)
 
-        def call(self, x):
-            return x + keras.ops.cast(self.shift * self.scale, x.dtype)
-
-        def get_config(self):
-            return {**super().get_config(), "scale": self.scale}
-
-    return ScaledShift
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
 
 
 def _airbench_bn(x, name: str):
-    import keras
-
     # No learned scale (BN output feeds GELU; airbench freezes it at 1) and a fast shift.
     x = keras.layers.BatchNormalization(momentum=0.4, epsilon=1e-5, center=False, scale=False, name=f"{name}_bn")(x)
-    x = shift_layer_class()(name=f"{name}_shift")(x)
+    x = ScaledShift(name=f"{name}_shift")(x)
     return keras.layers.Activation("gelu", name=f"{name}_act")(x)
 
 
-def build_airbench(size: int = 32, weights: str | None = None, widths: tuple = AIRBENCH_WIDTHS):
+def build_airbench(*, image_size: int = 32, weights: str = "none", widths: tuple = AIRBENCH_WIDTHS):
     """The airbench94 network (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds") as a feature extractor.
 
-    Input (B, size, size, 3) float pixels in [0, 255]; output (B, s, s, widths[-1])
-    with s = (size - 1) // 8, scaled by 1/9 (airbench's logit scale, applied before
-    the heads). A frozen 2x2 patch-whitening convolution (set it with
-    `init_whitening`), then three groups of conv-pool-BN-GELU-conv-BN-GELU. About
-    0.24 GFLOP per image forward at 32x32, a third of ResNet-9 at width 64.
+    Input (B, image_size, image_size, 3) float pixels in [0, 255]; output
+    (B, s, s, widths[-1]) with s = (image_size - 1) // 8, scaled by 1/9 (airbench's
+    logit scale, applied before the heads); `weights` "none" or a file. A frozen 2x2
+    patch-whitening convolution (set it with `init_whitening`), then three groups of
+    conv-pool-BN-GELU-conv-BN-GELU. About 0.24 GFLOP per image forward at 32x32, a
+    third of ResNet-9 at width 64.
     """
-    import keras
-
-    inputs = keras.Input(shape=(size, size, 3), name="pixels")
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")
     x = keras.layers.Normalization(
         mean=list(CIFAR_MEAN), variance=[s * s for s in CIFAR_STD], name="normalize"
     )(inputs)
@@ -151,8 +147,8 @@ def build_airbench(size: int = 32, weights: str | None = None, widths: tuple = A
         x = _airbench_bn(x, f"group{group}_2")
     x = keras.layers.Rescaling(1.0 / 9.0, name="scale")(x)
     base = keras.Model(inputs, x, name=BACKBONE_NAME)
-    if weights:
-        base.load_weights(weights)
+    if _weights_arg(weights):
+        base.load_weights(_weights_arg(weights))
     return base
 
 
@@ -183,42 +179,59 @@ def init_whitening(model, images: np.ndarray) -> None:
     base.get_layer(WHITEN_LAYER).set_weights([whitening_kernel(normalized)])
 
 
-def build_efficientnet(config: TrainConfig):
-    """The EfficientNetV2B1 feature extractor (no top) for `config.image_size` inputs."""
-    import keras
-
-    size = config.image_size
+def build_efficientnet(*, image_size: int = 32, weights: str = "none"):
+    """The EfficientNetV2B1 feature extractor (no top) for (B, image_size, image_size, 3) inputs."""
     base = keras.applications.EfficientNetV2B1(
         include_top=False,
-        weights=_weights_arg(config.weights),
-        input_shape=(size, size, 3),
+        weights=_weights_arg(weights),
+        input_shape=(image_size, image_size, 3),
         include_preprocessing=True,
     )
     base.name = BACKBONE_NAME
     return base
 
 
-def build_model(config: TrainConfig):
-    """The full model for `config` (see module docstring for inputs and outputs)."""
-    import keras
+def build_model(
+    *,
+    backbone: str = "efficientnetv2b1",
+    variant: str = "multitask",
+    image_size: int = 32,
+    weights: str = "none",
+    dropout: float = 0.2,
+    pooling: str = "avg",
+    resnet_width: int = 64,
+):
+    """The full model (see the module docstring for its input and outputs).
 
+    Args:
+        backbone: "efficientnetv2b1", "resnet9" or "airbench" (see `build_backbone`).
+        variant: "single" (a `class` head) or "multitask" (plus an `animal` head).
+        image_size: side the 32x32 input images are resized to inside the model.
+        weights: "none", "imagenet" or a path to a backbone weights file.
+        dropout: dropout rate before the heads.
+        pooling: "avg" or "max" global pooling of the backbone's feature maps.
+        resnet_width: ResNet-9's first-stage channels.
+
+    Returns:
+        A Keras model named "<backbone>_<variant>".
+    """
     inputs = keras.Input(shape=(32, 32, 3), name="image")
     x = inputs
-    if config.image_size != 32:
-        x = keras.layers.Resizing(config.image_size, config.image_size, name="resize")(x)
-    base = build_backbone(config)
+    if image_size != 32:
+        x = keras.layers.Resizing(image_size, image_size, name="resize")(x)
+    base = build_backbone(backbone=backbone, image_size=image_size, weights=weights, resnet_width=resnet_width)
     # No `training=False` here: a functional model passes the outer call's `training`
     # to every inner layer (keras/src/models/functional.py, operation_fn), overriding
     # it. BatchNorm's inference mode while fine-tuning comes from `set_stage` instead.
     x = base(x)
-    pool = keras.layers.GlobalAveragePooling2D if config.pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    pool = keras.layers.GlobalAveragePooling2D if pooling == "avg" else keras.layers.GlobalMaxPooling2D
     x = pool(name="pool")(x)
-    x = keras.layers.Dropout(config.dropout, name="dropout")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
     # float32 heads keep softmax/sigmoid stable under mixed precision.
     outputs = {"class": keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="class")(x)}
-    if config.multitask:
+    if variant == "multitask":
         outputs["animal"] = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="animal")(x)
-    return keras.Model(inputs, outputs, name=f"{config.backbone}_{config.variant}")
+    return keras.Model(inputs, outputs, name=f"{backbone}_{variant}")
 
 
 def backbone(model):
