@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cifar_mtl.labels import CLASS_NAMES, IS_ANIMAL, NUM_CLASSES
+from cifar_mtl import scores
+from cifar_mtl.labels import CLASS_NAMES, NUM_CLASSES, class_names
 
 SORTS = ("loss", "confidence", "margin", "index")
-_NAMES = np.array(CLASS_NAMES, dtype=object)
 
 
 def wilson_interval(k, n, confidence: float = 0.95):
@@ -63,10 +63,8 @@ def class_list(value, what: str = "class") -> list[int] | None:
 
 
 def cross_group(preds: pd.DataFrame) -> np.ndarray:
-    """(N,) bool: the prediction is on the other side of the animal/vehicle line."""
-    label = preds["label"].to_numpy(np.int64)
-    pred = preds["pred"].to_numpy(np.int64)
-    return IS_ANIMAL[label] != IS_ANIMAL[pred]
+    """(N,) bool: the prediction is on the other side of the animal/vehicle line (`scores.cross_group`)."""
+    return scores.cross_group(preds["label"].to_numpy(np.int64), preds["pred"].to_numpy(np.int64))
 
 
 def _check_tags(tags: pd.DataFrame | None) -> pd.DataFrame:
@@ -176,8 +174,8 @@ def error_table(
         keep &= np.isin(index, chosen)
     out = preds.loc[keep]
     out = out.iloc[_order(out, sort, descending)].reset_index(drop=True)
-    out["label_name"] = _NAMES[out["label"].to_numpy(np.int64)]
-    out["pred_name"] = _NAMES[out["pred"].to_numpy(np.int64)]
+    out["label_name"] = class_names(out["label"].to_numpy(np.int64))
+    out["pred_name"] = class_names(out["pred"].to_numpy(np.int64))
     out["categories"] = image_categories(tags, out["index"].to_numpy())
     out["cross_group"] = cross_group(out)
     return out
@@ -242,15 +240,11 @@ def confusion_matrix(preds: pd.DataFrame, normalize: bool = False) -> pd.DataFra
 def per_class_accuracy(preds: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """DataFrame[class, name, n, correct, accuracy, ci_low, ci_high], one row per class.
 
-    The interval is Wilson's score interval (`wilson_interval`) at `confidence`.
+    Counts and accuracy come from `scores.per_class`; the interval is Wilson's score
+    interval (`wilson_interval`) at `confidence`.
     """
-    label = preds["label"].to_numpy(np.int64)
-    correct = preds["correct"].to_numpy(bool)
-    n = np.bincount(label, minlength=NUM_CLASSES)
-    k = np.bincount(label, weights=correct, minlength=NUM_CLASSES).astype(np.int64)
+    n, k, accuracy = scores.per_class(preds["label"].to_numpy(np.int64), preds["correct"].to_numpy(bool))
     low, high = wilson_interval(k, n, confidence)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = np.where(n > 0, k / np.maximum(n, 1), np.nan)
     return pd.DataFrame(
         {
             "class": np.arange(NUM_CLASSES),

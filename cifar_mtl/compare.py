@@ -20,9 +20,8 @@ from cifar_mtl.analysis import (
     per_class_accuracy,
     wilson_interval,
 )
-from cifar_mtl.labels import CLASS_NAMES
+from cifar_mtl.labels import class_names
 
-_NAMES = np.array(CLASS_NAMES, dtype=object)
 PAIR_COLUMNS = [
     "index", "label", "label_name", "pred_a", "pred_a_name", "confidence_a", "loss_a",
     "pred_b", "pred_b_name", "confidence_b", "loss_b",
@@ -140,11 +139,11 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, tags: pd.DataFrame | None = N
 
 def _pair_table(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     label = a["label"].to_numpy(np.int64)
-    out = {"index": a["index"].to_numpy(np.int64), "label": label, "label_name": _NAMES[label]}
+    out = {"index": a["index"].to_numpy(np.int64), "label": label, "label_name": class_names(label)}
     for suffix, df in (("a", a), ("b", b)):
         pred = df["pred"].to_numpy(np.int64)
         out[f"pred_{suffix}"] = pred
-        out[f"pred_{suffix}_name"] = _NAMES[pred]
+        out[f"pred_{suffix}_name"] = class_names(pred)
         out[f"confidence_{suffix}"] = df["confidence"].to_numpy(np.float32)
         out[f"loss_{suffix}"] = df["loss"].to_numpy(np.float32)
     return pd.DataFrame(out, columns=PAIR_COLUMNS)

@@ -30,6 +30,14 @@ def class_name(label: int) -> str:
     return CLASS_NAMES[label]
 
 
+def class_names(labels) -> np.ndarray:
+    """Names of class indices 0..9 as an object array shaped like `labels` (e.g. (N,) -> (N,))."""
+    return _NAME_ARRAY[np.asarray(labels, dtype=np.int64)]
+
+
+_NAME_ARRAY = np.array(CLASS_NAMES, dtype=object)
+
+
 def is_animal(labels) -> np.ndarray:
     """Boolean array, True where the class index is an animal class. Shape as `labels`."""
     return IS_ANIMAL[np.asarray(labels, dtype=np.int64)]

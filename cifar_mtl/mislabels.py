@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cifar_mtl.labels import CLASS_NAMES
+from cifar_mtl.labels import class_names
 from cifar_mtl.predictions import PROB_COLUMNS
 
 METHODS = ("normalized_margin", "self_confidence")
@@ -18,7 +18,6 @@ RANK_COLUMNS = [
     "index", "label", "label_name", "suggested", "suggested_name", "quality", "prob_label",
     "prob_suggested",
 ]
-_NAMES = np.array(CLASS_NAMES, dtype=object)
 
 
 class NoPredictionsError(ValueError):
@@ -92,9 +91,9 @@ def rank_mislabels(preds, method: str = "normalized_margin", top: int | None = N
         {
             "index": index[order],
             "label": labels[order],
-            "label_name": _NAMES[labels[order]],
+            "label_name": class_names(labels[order]),
             "suggested": suggested[order],
-            "suggested_name": _NAMES[suggested[order]],
+            "suggested_name": class_names(suggested[order]),
             "quality": quality[order],
             "prob_label": probs[rows, labels][order],
             "prob_suggested": probs[rows, suggested][order],

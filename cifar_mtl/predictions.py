@@ -1,7 +1,7 @@
 """The predictions table (`predictions.parquet`) and the summary figures in `metrics.json`.
 
-Everything here works on NumPy arrays and DataFrames; only `predict_arrays` runs a
-model, and it imports nothing from TensorFlow itself (it takes a Keras model).
+Everything here works on NumPy arrays and DataFrames and runs no model: the
+probabilities come from `cifar_mtl.training.predict`, which writes this table.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cifar_mtl import scores
 from cifar_mtl.labels import CLASS_NAMES, IS_ANIMAL, NUM_CLASSES
 
 PROB_COLUMNS = [f"prob_{k}" for k in range(NUM_CLASSES)]
@@ -213,15 +214,12 @@ def summary_metrics(df: pd.DataFrame) -> dict:
     labels = df["label"].to_numpy(np.int64)
     pred = df["pred"].to_numpy(np.int64)
     correct = pred == labels
-    per_class = {}
-    for k, name in enumerate(CLASS_NAMES):
-        mask = labels == k
-        per_class[name] = float(correct[mask].mean()) if mask.any() else None
-    cross = (~correct) & (IS_ANIMAL[labels] != IS_ANIMAL[pred])
+    n, _, accuracy = scores.per_class(labels, correct)
+    per_class = {name: float(accuracy[k]) if n[k] else None for k, name in enumerate(CLASS_NAMES)}
     out = {
         "accuracy": float(correct.mean()) if len(df) else float("nan"),
         "per_class_accuracy": per_class,
-        "cross_group_errors": int(cross.sum()),
+        "cross_group_errors": int(scores.cross_group(labels, pred).sum()),
         "n_test": int(len(df)),
         "n_errors": int((~correct).sum()),
         "expected_calibration_error": expected_calibration_error(
