@@ -362,7 +362,9 @@ def test_a_corrupt_run_shows_a_message_and_other_runs_work(fx):
     break_run(fx.home, "training-d", "partial")
     at = open_app("errors", reviewer="ada", run_id="broken-c")
     assert not at.exception
-    assert any("broken-c" in m and "cannot be read" in m for m in texts(at.error))
+    # A link to the broken run says why it is not shown, and another run is under review.
+    assert any(m.startswith("Run broken-c cannot be reviewed") and "predictions" in m for m in texts(at.warning))
+    assert "broken-c" not in at.sidebar.selectbox(key=state.RUN_KEY).options
     # the run still training is listed as needing attention, not offered for review
     assert "training-d" not in at.sidebar.selectbox(key=state.RUN_KEY).options
     assert "In progress: training-d (running)" in texts(at.sidebar.caption)
@@ -372,7 +374,7 @@ def test_a_corrupt_run_shows_a_message_and_other_runs_work(fx):
     listed = at.dataframe[0].value.set_index("run")
     assert listed.loc["training-d", "state"] == "running"
     assert pd.isna(listed.loc["broken-c", "corrected accuracy"])
-    assert any("broken-c" in m and "cannot be read" in m for m in texts(at.warning))
+    assert "cannot be read" in listed.loc["broken-c", "problem"]  # the table names the damage
     assert listed.loc["single-a", "corrected accuracy"] == pytest.approx(listed.loc["single-a", "accuracy"])
 
 

@@ -14,6 +14,7 @@ from cifar_mtl.app.state import (COMPARE_BASE_KEY, COMPARE_KEY, REVIEWER_KEY, RU
                                  restore_from_url, reviewer)
 
 GETTING_STARTED = "views/getting_started.py"
+_SUBSTITUTED = "_substituted_run"  # (run asked for in the address, run shown instead)
 
 
 # --- which run (pure: the runs table in, run ids out) -----------------------------------------------
@@ -101,6 +102,7 @@ def sidebar(table: pd.DataFrame) -> None:
     """
     ids = loaders.complete_run_ids(table)
     restore_from_url()
+    asked = st.session_state.get(RUN_KEY)
     with st.sidebar:
         if ids:
             keep_valid(RUN_KEY, ids)
@@ -126,7 +128,29 @@ def sidebar(table: pd.DataFrame) -> None:
                     st.caption(f"**{escape_markdown(row.run_id)}** ({state}): {escape_markdown(row.problem)}")
         st.caption(f"Artifacts: `{runs.home().resolve()}`")
         st.caption(f"Test images: {loaders.data_source_text()}")
+    if asked and asked not in ids:
+        st.session_state[_SUBSTITUTED] = (asked, st.session_state.get(RUN_KEY))
+    substituted = st.session_state.get(_SUBSTITUTED)
+    if substituted and substituted[1] == st.session_state.get(RUN_KEY):
+        # A shared link to a run that cannot be reviewed: say why, until the reviewer picks a run.
+        st.warning(unreviewable_text(table, *substituted), icon=":material/warning:")
+    else:
+        st.session_state.pop(_SUBSTITUTED, None)
     remember_in_url()
+
+
+def unreviewable_text(table: pd.DataFrame, run_id: str, instead: str | None) -> str:
+    """Markdown: why `run_id` (from the address) is not under review, and which run is."""
+    row = table[table["run_id"] == run_id] if not table.empty else table
+    if len(row) and isinstance(row["problem"].iloc[0], str):
+        why = f"it {'is ' + row['state'].iloc[0] if row['state'].iloc[0] in ('queued', 'running') else 'cannot be read'}: "
+        why += row["problem"].iloc[0]
+    elif len(row):
+        why = f"it is {row['state'].iloc[0] or 'not finished'} and has no predictions yet"
+    else:
+        why = "there is no run of that name"
+    shown = f" Showing {instead} instead." if instead else ""
+    return escape_markdown(f"Run {run_id} cannot be reviewed: {why}.{shown}")
 
 
 def compare_pickers(table: pd.DataFrame, ids: list[str]) -> tuple[str, str]:
