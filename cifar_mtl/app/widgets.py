@@ -25,12 +25,24 @@ GRID_COLUMNS = 6
 # --- images --------------------------------------------------------------------------------------
 
 
-def show_image(thumbs: Thumbnails | None, index: int, *, scale: int = DEFAULT_SCALE, caption_text=None) -> None:
-    """One test image from the thumbnail cache (already PNG: Streamlit passes it on as is)."""
+def show_image(thumbs: Thumbnails | None, index: int, *, scale: int = DEFAULT_SCALE, caption_text=None,
+               width="content") -> None:
+    """One test image from the thumbnail cache (already PNG: Streamlit passes it on as is).
+
+    In a grid, `width="stretch"` makes every image as wide as its column: at their own
+    size, images with longer captions were drawn smaller than their neighbours.
+    """
     if thumbs is None or not thumbs.has(index):
         st.caption(caption_text or f"#{index} (no image)")
         return
-    st.image(thumbs.png(index, scale), caption=caption_text, output_format="PNG")
+    st.image(thumbs.png(index, scale), caption=caption_text, output_format="PNG", width=width)
+
+
+def _grid_cells(n: int, columns: int):
+    """One column per item, row by row: a new row of `columns` starts every `columns` items,
+    so the images of a row line up whatever the captions above them."""
+    for start in range(0, n, columns):
+        yield from st.columns(columns)[: min(columns, n - start)]
 
 
 def select_detail(index: int) -> None:
@@ -41,11 +53,11 @@ def select_detail(index: int) -> None:
 def thumbnail_grid(rows: pd.DataFrame, thumbs: Thumbnails | None, *, columns: int = GRID_COLUMNS,
                    selected: int | None = None) -> None:
     """A grid of error thumbnails with captions; each has a button opening its detail view."""
-    cols = st.columns(columns)
-    for k, row in enumerate(rows.to_dict("records")):
+    records = rows.to_dict("records")
+    for cell, row in zip(_grid_cells(len(records), columns), records):
         index = int(row["index"])
-        with cols[k % columns]:
-            show_image(thumbs, index, caption_text=caption(row))
+        with cell:
+            show_image(thumbs, index, caption_text=caption(row), width="stretch")
             st.button(
                 "Viewing" if index == selected else "Open",
                 key=f"open_{index}",
@@ -60,10 +72,10 @@ def thumbnail_grid(rows: pd.DataFrame, thumbs: Thumbnails | None, *, columns: in
 def gallery(rows: pd.DataFrame, thumbs: Thumbnails | None, captioned: Callable[[dict], str], *,
             columns: int = GRID_COLUMNS) -> None:
     """Images of `rows` in a grid, row by row, each with `captioned(row)` under it."""
-    cols = st.columns(columns)
-    for k, row in enumerate(rows.to_dict("records")):
-        with cols[k % columns]:
-            show_image(thumbs, int(row["index"]), caption_text=captioned(row))
+    records = rows.to_dict("records")
+    for cell, row in zip(_grid_cells(len(records), columns), records):
+        with cell:
+            show_image(thumbs, int(row["index"]), caption_text=captioned(row), width="stretch")
 
 
 # --- paged lists ----------------------------------------------------------------------------------
