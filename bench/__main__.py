@@ -27,8 +27,6 @@ import time
 import traceback
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PREFIX = "bench_"
 KEYS = ("name", "value", "unit", "target", "ok")

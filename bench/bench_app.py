@@ -10,7 +10,7 @@ test images, 10,000 generated test images, 1,000 tags):
   fragment's code, which is what a browser click costs;
 - PNG encodings during the reruns (thumbnails are made once, so 0 is expected).
 
-    python bench/bench_app.py [--quick]
+    python -m bench.bench_app [--quick]
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 N_IMAGES = 10_000
 PAGES = ("overview", "errors", "review", "mislabels", "compare", "export", "getting_started")

@@ -12,7 +12,7 @@ its wall-clock minutes and test accuracy. Every mode also lists the recorded
 airbench runs under `artifacts/runs/` (their minutes and accuracy come from their
 metrics.json, measured when they were trained, not now).
 
-    python bench/bench_fast.py [--quick]
+    python -m bench.bench_fast [--quick]
 """
 
 from __future__ import annotations
@@ -24,15 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_training import SKIP, Setup, _row, load_data, time_training
+from cifar_mtl.config import CONFIG_DIR
 from cifar_mtl.cifar10 import TRAIN_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs" / "cpu_fast.json"
-DEMO_CONFIG = ROOT / "configs" / "cpu_fast_demo.json"
+CONFIG = CONFIG_DIR / "cpu_fast.json"
+DEMO_CONFIG = CONFIG_DIR / "cpu_fast_demo.json"
 
 
 def settings(quick: bool) -> dict:

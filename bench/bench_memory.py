@@ -15,7 +15,7 @@ small wrapper process (see `WRAPPER`), so nothing else is counted:
 
 Targets: both fit an 8 GB laptop at once: training < 4 GiB, app < 1 GiB.
 
-    python bench/bench_memory.py [--quick]
+    python -m bench.bench_memory [--quick]
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cifar_mtl.config import CONFIG_DIR
+
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs" / "cpu_reference.json"
+CONFIG = CONFIG_DIR / "cpu_reference.json"
 N_IMAGES = 10_000
 TRAIN_LIMIT_MIB = 4096
 APP_LIMIT_MIB = 1024

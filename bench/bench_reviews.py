@@ -6,7 +6,7 @@ CSV of 10,000 reviewed images, ranking 10,000 images for mislabels; then the sam
 operations at scale (issue 13 #12): 1,050,000 current tags (15 reviewers x 7
 categories x 10,000 images; 105,000 with --quick), read from the store each time.
 
-    python bench/bench_reviews.py [--quick]
+    python -m bench.bench_reviews [--quick]
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import pandas as pd

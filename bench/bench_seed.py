@@ -12,7 +12,7 @@ GPU machine without TensorFlow's CUDA build); the row names say which. Without a
 accelerator it times only a few steps: a CPU runs this recipe at a few images per
 second, which is why the CPU configs exist.
 
-    python bench/bench_seed.py [--quick]
+    python -m bench.bench_seed [--quick]
     KERAS_BACKEND=jax python -m bench --only seed
 """
 
@@ -22,17 +22,15 @@ import dataclasses
 import os
 import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cifar_mtl.config import CONFIG_DIR
+
 
 import numpy as np
 
 from bench.bench_training import _row
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs" / "seed_finetune.json"
+CONFIG = CONFIG_DIR / "seed_finetune.json"
 
 
 def accelerator() -> str | None:

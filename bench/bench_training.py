@@ -24,7 +24,7 @@ Data: real CIFAR-10 when `CIFAR10_DIR` is set, else generated images
 (`cifar_mtl.synthetic.fake_images`). Weights "none" (from scratch), the
 `configs/cpu_reference.json` settings (batch 128, flip_translate, multitask).
 
-    python bench/bench_training.py [--quick]
+    python -m bench.bench_training [--quick]
 """
 
 from __future__ import annotations
@@ -36,13 +36,12 @@ import tempfile
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cifar_mtl.config import CONFIG_DIR
+
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs" / "cpu_reference.json"
+CONFIG = CONFIG_DIR / "cpu_reference.json"
 SKIP = 2  # steps at the start of each fit call that are not timed
 TRAIN_TARGET = 0.95
 PREDICT_TARGET = 0.90

@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model and write a run folder")
-    t.add_argument("--config", required=True, help="JSON configuration file (see configs/)")
+    t.add_argument("--config", required=True, help="a JSON configuration file, or a shipped config by name (cpu_fast, cpu_quick, ...)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--run-id", help="run folder name (default: <name>-<date>-<random>)")
     t.add_argument("--no-progress-bar", action="store_true", help="no terminal progress bar")
@@ -384,7 +384,7 @@ def _jobs_parser() -> argparse.ArgumentParser:
     common.add_argument("--home", help="artifacts home (default: $CIFAR_MTL_HOME, else artifacts/)")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", parents=[common], help="queue a training run; prints the job id")
-    s.add_argument("--config", required=True, help="JSON configuration file (see configs/)")
+    s.add_argument("--config", required=True, help="a JSON configuration file, or a shipped config by name (cpu_fast, cpu_quick, ...)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     s.add_argument("--run-id", help="run folder name (default: <name>-<date>-<random>)")
     s.add_argument("--max-concurrent", type=int, default=1, help="workers allowed at once (default 1)")

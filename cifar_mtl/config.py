@@ -56,7 +56,7 @@ class TrainConfig:
     # what to train
     variant: str = "multitask"  # "single" or "multitask" (adds the `animal` head)
     # or, for CPUs and from scratch: "resnet9" (a small residual net) or "airbench" (the
-    # airbench94 net: the most accurate in an hour on 2 CPU cores, see configs/cpu_fast.json)
+    # airbench94 net: the most accurate in an hour on 2 CPU cores, see the shipped cpu_fast config)
     backbone: str = "efficientnetv2b1"
     resnet_width: int = 64  # resnet9 only: channels of its first stage (then x2, x4, x8)
     weights: str = "none"  # "none", "imagenet" or a path to a local .weights.h5 / .h5 file
@@ -341,7 +341,7 @@ def make_config(values: dict | None = None, overrides: list[str] | None = None) 
     return config
 
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped with the package
 
 
 def has_gpu() -> bool:
@@ -359,13 +359,33 @@ def demo_config_file(gpu: bool | None = None) -> Path:
     return CONFIG_DIR / ("cpu_quick.json" if gpu else "cpu_fast_demo.json")
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configurations shipped with the package (`cpu_fast`, ...)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """A config file: `name_or_path` when that file exists, else the shipped config of that name.
+
+    `cpu_fast`, `cpu_fast.json` and `configs/cpu_fast.json` (the path from a checkout
+    before the configs moved into the package) all name the shipped `cpu_fast`.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    stem = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
+    shipped = CONFIG_DIR / f"{stem}.json"
+    return shipped if shipped.is_file() else path
+
+
 def load_config_file(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a JSON config file and apply overrides; errors name the file."""
-    path = Path(path)
+    """Read a JSON config file (or a shipped config by name) and apply overrides; errors name the file."""
+    asked, path = path, config_path(path)
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {asked} does not exist and is not a shipped config "
+                          f"({', '.join(shipped_configs())})") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
     if not isinstance(values, dict):

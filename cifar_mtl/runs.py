@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pandas as pd
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -37,11 +36,16 @@ class RunError(Exception):
 
 
 def home(path: str | os.PathLike | None = None) -> Path:
-    """The artifacts home: `path`, else `$CIFAR_MTL_HOME`, else `<project>/artifacts`."""
+    """The artifacts home: `path`, else `$CIFAR_MTL_HOME`, else `artifacts/` in the current folder.
+
+    The current folder, not the package's: an installed package lives in
+    site-packages, and `streamlit run app.py` or `cifar-mtl ...` started in a
+    checkout finds that checkout's `artifacts/`.
+    """
     if path is not None:
         return Path(path)
     env = os.environ.get("CIFAR_MTL_HOME")
-    return Path(env) if env else PROJECT_ROOT / "artifacts"
+    return Path(env) if env else Path.cwd() / "artifacts"
 
 
 def runs_root(home_dir=None) -> Path:

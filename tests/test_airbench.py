@@ -47,8 +47,8 @@ def test_config_refuses_bad_fast_settings():
 
 
 def test_shipped_fast_configs_are_valid_and_differ_only_in_variant():
-    multitask = load_config_file("configs/cpu_fast.json")
-    single = load_config_file("configs/cpu_fast_single.json")
+    multitask = load_config_file("cpu_fast")
+    single = load_config_file("cpu_fast_single")
     assert (multitask.backbone, multitask.variant, single.variant) == ("airbench", "multitask", "single")
     differ = {k for k, v in multitask.to_dict().items() if single.to_dict()[k] != v}
     assert differ == {"variant", "name"}

@@ -15,6 +15,7 @@ from tests.app_fixture import APP, break_run, build_home
 from cifar_mtl import analysis
 from cifar_mtl.app import figures, loaders, messages, sidebar, state
 from cifar_mtl.compare import compare_runs
+from cifar_mtl.config import CONFIG_DIR
 from cifar_mtl.labels import CLASS_NAMES
 from cifar_mtl.mislabels import corrected_accuracy, rank_mislabels
 from cifar_mtl.stores.database import default_path
@@ -321,9 +322,9 @@ def test_quick_demo_submits_both_variants_of_the_quick_config(fx, monkeypatch, g
     submitted = []
     monkeypatch.setattr(jobs.JobRunner, "submit", lambda self, config, run_id=None: submitted.append(config) or len(submitted))
     at = open_app("getting_started")
-    assert any(demo in m.value for m in at.markdown)
+    assert any(demo.removesuffix(".json") in m.value for m in at.markdown)
     at.button[0].click().run()
-    quick = load_config_file(APP.parent / "configs" / demo).to_dict()
+    quick = load_config_file(CONFIG_DIR / demo).to_dict()
     assert (quick["backbone"] == "airbench") == (not gpu)
     assert [c["variant"] for c in submitted] == ["single", "multitask"]
     for config in submitted:

@@ -3,7 +3,6 @@ import json
 import pytest
 
 from cifar_mtl.config import ConfigError, TrainConfig, load_config_file, make_config
-from cifar_mtl.runs import PROJECT_ROOT
 
 
 def test_defaults_are_valid():
@@ -66,7 +65,7 @@ def test_config_file_errors_name_the_file(tmp_path):
 @pytest.mark.parametrize("name", ["cpu_quick", "cpu_reference", "seed_finetune"])
 @pytest.mark.parametrize("variant", ["single", "multitask"])
 def test_shipped_configs_are_valid(name, variant):
-    config = load_config_file(PROJECT_ROOT / "configs" / f"{name}.json", [f"variant={variant}"])
+    config = load_config_file(name, [f"variant={variant}"])
     assert config.variant == variant
 
 
@@ -125,3 +124,16 @@ def test_largest_values_that_can_run_are_accepted():
     config = make_config({"seed": 2**32 - 1, "batch_size": 8192, "train_subset": 50_000, "weight_decay": 1.0,
                           "progress_interval": 3600})
     assert config.seed == 2**32 - 1 and config.batch_size == 8192
+
+
+def test_a_shipped_config_is_found_by_name_and_an_unknown_one_is_named(tmp_path):
+    from cifar_mtl.config import CONFIG_DIR, config_path, shipped_configs
+
+    assert {"cpu_fast", "cpu_quick", "cpu_reference"} <= set(shipped_configs())
+    for spelled in ("cpu_fast", "cpu_fast.json", "configs/cpu_fast.json"):
+        assert config_path(spelled) == CONFIG_DIR / "cpu_fast.json"
+    own = tmp_path / "cpu_fast.json"  # a file of the user's wins over the shipped one
+    own.write_text('{"finetune_epochs": 2}')
+    assert load_config_file(own).finetune_epochs == 2
+    with pytest.raises(ConfigError, match="nope does not exist and is not a shipped config .*cpu_fast"):
+        load_config_file("nope")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +18,10 @@ from cifar_mtl.cli import jobs_main as main
 from cifar_mtl.config import ConfigError
 from cifar_mtl.jobs import JobRunner, config_problems, progress_fraction, progress_summary, worker_alive
 from cifar_mtl.stores.database import DB_FILE, LEGACY_FILE
-from cifar_mtl.runs import PROJECT_ROOT, list_runs, run_dir
+from cifar_mtl.runs import list_runs, run_dir
 from cifar_mtl.synthetic import make_fake_run
 
+REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 900  # tiny trainings share two cores with other people's work
 TF_NOISE = ("oneDNN", "absl::InitializeLog", "cuInit", "cudart_stub", "cpu_feature_guard")
 
@@ -301,11 +303,11 @@ def test_workers_get_tensorflow_quieted_unless_the_user_chose(home, monkeypatch)
 
 
 def test_job_files_are_ignored_by_git():
-    if not shutil.which("git") or not (PROJECT_ROOT / ".git").exists():
+    if not shutil.which("git") or not (REPO / ".git").exists():
         pytest.skip("needs git and the project's checkout")
     paths = [f"artifacts/{jobs.LOCK_FILE}", f"artifacts/{jobs.SUPERVISOR_LOG}", "artifacts/jobs/job-1.json",
              f"artifacts/{DB_FILE}", f"artifacts/{DB_FILE}-wal", "artifacts/exports/x.csv"]
-    done = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=PROJECT_ROOT, capture_output=True,
+    done = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=REPO, capture_output=True,
                           text=True)
     assert done.stdout.split() == paths
 

@@ -88,7 +88,7 @@ def test_clone_change_submit_and_a_bad_data_path_fails_visibly(runner, home, tmp
 def test_cloning_a_fast_backbone_run_keeps_its_recipe(runner, home):
     from cifar_mtl.config import load_config_file
 
-    recipe = load_config_file(Path(PAGE).parent.parent / "configs" / "cpu_fast.json").to_dict()
+    recipe = load_config_file("cpu_fast").to_dict()
     make_fake_run("fast-run", home, n=20)
     folder = run_dir("fast-run", home)
     atomic_write_json(folder / "config.json", {**recipe, "finetune_epochs": 5})

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,7 +24,7 @@ def test_home_follows_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_MTL_HOME", str(tmp_path))
     assert runs.home() == tmp_path
     monkeypatch.delenv("CIFAR_MTL_HOME")
-    assert runs.home() == runs.PROJECT_ROOT / "artifacts"
+    assert runs.home() == Path.cwd() / "artifacts"
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):

@@ -57,9 +57,9 @@ if GPU:
     about = "EfficientNetV2B1, the method's backbone, on a stratified subset for a few epochs from scratch"
 else:
     about = ("no GPU here, so the fast CPU backbone (the airbench net) for 3 epochs from scratch, "
-             "about 7 minutes each on 2 cores")
+             "a few minutes each on 2 cores")
 st.markdown(
-    f"The quick demo trains both variants of `configs/{QUICK_CONFIG.name}` ({about}), one after "
+    f"The quick demo trains both variants of `{QUICK_CONFIG.stem}` ({about}), one after "
     "the other. They show up here and on the Retrain page while they run."
 )
 st.button("Train the quick demo (single-task and multitask)", on_click=submit_demo,
@@ -81,9 +81,9 @@ st.markdown(
 From a terminal instead:
 
 ```bash
-python -m cifar_mtl train --config configs/cpu_fast.json         # ~35 min on 2 CPU cores, multitask
-python -m cifar_mtl train --config configs/cpu_fast_single.json  # the same, single-task
-python -m cifar_mtl train --config configs/cpu_quick.json        # EfficientNetV2B1, a few epochs
+cifar-mtl train --config cpu_fast         # ~35 min on 2 CPU cores, multitask
+cifar-mtl train --config cpu_fast_single  # the same, single-task
+cifar-mtl train --config cpu_quick        # EfficientNetV2B1, a few epochs
 ```
 """
 )
