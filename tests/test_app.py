@@ -441,3 +441,11 @@ def test_the_default_run_is_the_reviewers_last_else_the_best_succeeded():
     assert sidebar.default_run(table, last="older") == "older"
     assert sidebar.default_run(table, last="partial") == "best"  # an incomplete run is no choice
     assert sidebar.default_run(table.iloc[:1]) == "newest-failed"  # nothing succeeded: the newest complete
+
+
+def test_getting_started_says_once_why_the_images_are_missing(fx, monkeypatch):
+    monkeypatch.setenv("CIFAR10_DIR", str(fx.data.parent / "moved-away"))
+    at = open_app("getting_started")
+    notes = [m for m in texts(at.warning) if "moved-away" in m]
+    # The loader's own message, not wrapped in a second "is not available: ..." prefix.
+    assert len(notes) == 1 and "not available: " not in notes[0], notes

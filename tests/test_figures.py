@@ -85,3 +85,25 @@ def test_describe_filters_escapes_the_reviewer():
     text = captions.describe_filters(kwargs)
     assert text.startswith("true cat · untagged · by ") and "![x](" not in text
     assert captions.describe_filters({}) == "all errors"
+
+
+def test_legends_sit_above_the_plot_and_long_class_names_get_room():
+    # Below the plot, the legend covered the x-axis title; tilted names were cut off.
+    lines = figures.history_figure({"r1": pd.DataFrame({"loss": [2.0, 1.0]})}, "loss")
+    assert lines.layout.legend.y > 1 and lines.layout.legend.yanchor == "bottom"
+    assert lines.layout.xaxis.title.text == "epoch (all stages)"
+    bars = figures.comparison_bars(CLASS_NAMES, {"A": [0.5] * 10}, percent=True)
+    assert bars.layout.xaxis.automargin and bars.layout.margin.b >= 80
+    assert bars.layout.legend.y > 1
+    counts = figures.category_figure(pd.DataFrame({"clutter": [2]}, index=["cat"]))
+    assert counts.layout.yaxis.tickformat == ",d"  # whole error images, no 0.5 ticks
+
+
+def test_the_curve_chart_starts_with_finished_runs_and_names_runs_without_the_metric():
+    histories = {"done": pd.DataFrame({"val_acc": [0.5], "acc": [0.4]}),
+                 "failed": pd.DataFrame({"val_acc": [0.2], "acc": [0.1]}),
+                 "no-val": pd.DataFrame({"acc": [0.9]})}
+    shown, missing = figures.curves_to_show(histories, {"done", "no-val"}, "val_acc")
+    assert shown == ["done"] and missing == ["no-val"]
+    shown, missing = figures.curves_to_show(histories, {"done", "no-val"}, "acc")
+    assert shown == ["done", "no-val"] and missing == []

@@ -80,13 +80,10 @@ if metrics:
     c1, c2 = st.columns([1, 3])
     default = "val_class_accuracy" if "val_class_accuracy" in metrics else metrics[0]
     metric = c1.selectbox("Metric", metrics, index=metrics.index(default), key="ov_metric")
-    # Failed and cancelled runs stay pickable, but the chart starts with the runs that finished.
     finished = set(table.loc[table["state"] == "succeeded", "run_id"])
-    with_metric = [r for r, h in plotted.items() if metric in h.columns]
-    shown = c2.multiselect("Runs", list(plotted), default=[r for r in with_metric if r in finished][:5],
-                           key="ov_runs")
+    default, missing = figures.curves_to_show(plotted, finished, metric)
+    shown = c2.multiselect("Runs", list(plotted), default=default, key="ov_runs")
     st.plotly_chart(figures.history_figure({r: plotted[r] for r in shown}, metric), key="ov_history")
-    missing = [r for r in plotted if metric not in plotted[r].columns]
     if missing:
         st.caption(f"Runs without `{metric}`: {', '.join(missing)}. They recorded no such metric "
                    "(a run with `val_split: 0` has no validation metrics); pick a training metric "

@@ -106,6 +106,19 @@ def per_class_figure(table: pd.DataFrame, value: str = "accuracy", name: str | N
     return fig
 
 
+def curves_to_show(histories: dict[str, pd.DataFrame], finished: set[str], metric: str,
+                   limit: int = 5) -> tuple[list[str], list[str]]:
+    """(runs the training-curve chart starts with, runs that recorded no `metric`).
+
+    The chart starts with finished runs that have the metric (failed and cancelled runs
+    stay pickable); runs without it are named, so that a run with no validation split
+    does not vanish from a `val_*` chart without a word.
+    """
+    having = [r for r, h in histories.items() if metric in h.columns]
+    missing = [r for r, h in histories.items() if metric not in h.columns]
+    return [r for r in having if r in finished][:limit], missing
+
+
 def history_figure(histories: dict[str, pd.DataFrame], metric: str) -> go.Figure:
     """One line per run of `metric` against epoch (stages laid end to end)."""
     fig = go.Figure()
