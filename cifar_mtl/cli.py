@@ -1,4 +1,4 @@
-"""`python -m cifar_mtl ...`: train, predict, list runs, compare two runs, export reviews, rank mislabels, run jobs.
+"""`cifar-mtl ...` (or `python -m cifar_mtl ...`): train, predict, list runs, compare two runs, export reviews, rank mislabels, run jobs.
 
 Exit codes: 0 done, 1 failed, 2 bad arguments or configuration, 130 cancelled.
 """
@@ -46,7 +46,7 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cifar_mtl", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="cifar-mtl", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model and write a run folder")
@@ -379,7 +379,7 @@ def _seconds(text: str) -> float:
 
 
 def _jobs_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cifar_mtl jobs", description="Retrain jobs: submit, list, show, cancel, logs.")
+    p = argparse.ArgumentParser(prog="cifar-mtl jobs", description="Retrain jobs: submit, list, show, cancel, logs.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", help="artifacts home (default: $CIFAR_MTL_HOME, else artifacts/)")
     sub = p.add_subparsers(dest="command", required=True)
