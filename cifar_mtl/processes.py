@@ -113,21 +113,27 @@ def describe_exit(code: int | None, usage_code: int = 2) -> str:
     return f"the worker exited with code {code}"
 
 
+def _flock(fd: int, wait: float) -> bool:
+    """Take an exclusive flock on `fd`, retrying for `wait` s; whether it was taken."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
 def try_lock(path: Path, release: bool = False, wait: float = 0.0):
     """Take an exclusive flock on `path` (created if missing), retrying for `wait` s: the fd,
     or None if another process holds it. With `release=True` let go at once and return
     True/False (was it free)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                return False if release else None
-            time.sleep(0.05)
+    if not _flock(fd, wait):
+        os.close(fd)
+        return False if release else None
     if release:
         os.close(fd)
         return True
@@ -140,15 +146,8 @@ def folder_lock(folder: Path, timeout: float = 60.0):
     behind); TimeoutError after `timeout` s. Yields the folder's fd (e.g. to fsync it)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"another process held the lock on {folder} for {timeout:g} s") from None
-                time.sleep(0.05)
+        if not _flock(fd, timeout):
+            raise TimeoutError(f"another process held the lock on {folder} for {timeout:g} s")
         yield fd
     finally:
         os.close(fd)  # closing the fd lets go of the lock

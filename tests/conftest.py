@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated artifacts home, tiny generated CIFAR-10 files, a job runner
+"""Shared fixtures: an isolated artifacts home, the app's fixture home (`fx`), tiny generated
+CIFAR-10 files, a job runner
 that cleans up after itself, and `wait_for` (import it: `from tests.conftest import wait_for`)."""
 
 import os
@@ -16,6 +17,18 @@ def home(tmp_path, monkeypatch):
     path.mkdir()
     monkeypatch.setenv("CIFAR_MTL_HOME", str(path))
     return path
+
+
+@pytest.fixture
+def fx(tmp_path, monkeypatch):
+    """The app's fixture home (`tests.app_fixture.build_home`): a single-task and a multitask
+    run of 200 images and matching images, set as CIFAR_MTL_HOME and CIFAR10_DIR."""
+    from tests.app_fixture import build_home
+
+    fixture = build_home(tmp_path, n=200)
+    for key, value in fixture.env().items():
+        monkeypatch.setenv(key, value)
+    return fixture
 
 
 @pytest.fixture

@@ -140,6 +140,7 @@ def test_flip_shift2_moves_whole_pixels_at_most_two():
     assert all(13 <= c <= 18 for c in centre) and len(set(centre)) > 1
 
 
+@pytest.mark.slow  # trains a model
 def test_tiny_end_to_end_run_and_reload(tmp_path):
     data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=20, n_test=20)
     config = make_config({**FAST, "data_dir": str(data_dir), "finetune_epochs": 1, "batch_size": 16,

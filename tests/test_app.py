@@ -11,7 +11,7 @@ import pytest
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from tests.app_fixture import APP, break_run, build_home
+from tests.app_fixture import APP, break_run
 from cifar_mtl import analysis
 from cifar_mtl.app import figures, loaders, messages, sidebar, state
 from cifar_mtl.compare import compare_runs
@@ -23,15 +23,6 @@ from cifar_mtl.stores.reviews import ReviewStore
 from cifar_mtl.runs import load_predictions
 
 TIMEOUT = 60  # seconds per script run; the first run imports plotly and pandas
-
-
-@pytest.fixture
-def fx(tmp_path, monkeypatch):
-    """Fixture home with a single-task and a multitask run of 200 images, and matching images."""
-    fixture = build_home(tmp_path, n=200)
-    for key, value in fixture.env().items():
-        monkeypatch.setenv(key, value)
-    return fixture
 
 
 def open_app(page: str | None = None, reviewer: str | None = None, run_id: str | None = None) -> AppTest:

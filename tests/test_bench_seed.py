@@ -1,8 +1,11 @@
 """bench_seed: the seed recipe's throughput rows, on a tiny stand-in config on the CPU."""
 
+import pytest
 import json
 
 from bench import bench_seed
+
+pytestmark = pytest.mark.slow  # trains models: left out of the inner loop
 
 
 def test_rows_for_both_stages_on_a_cpu(tmp_path, monkeypatch):

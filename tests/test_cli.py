@@ -70,6 +70,7 @@ def test_predict_checks_the_run_before_loading_tensorflow(home):
     assert len(done.stderr.splitlines()) == 1 and "no run named 'nope'" in done.stderr
 
 
+@pytest.mark.slow  # starts TensorFlow in a subprocess
 def test_predict_on_a_real_run_shows_no_tensorflow_start_up_noise(home):
     make_fake_run("nomodel", home, n=50)
     config = run_dir("nomodel", home) / "config.json"
@@ -98,6 +99,7 @@ def test_tensorflow_noise_filter_keeps_errors_and_tracebacks():
     )
 
 
+@pytest.mark.slow  # starts TensorFlow in a subprocess
 def test_a_user_asking_for_tensorflow_logs_gets_them(home):
     done = python(home, "from cifar_mtl.cli import import_tensorflow_quietly as q\nq()",
                   env_extra={"TF_CPP_MIN_LOG_LEVEL": "0"})

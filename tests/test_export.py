@@ -179,6 +179,7 @@ def run_cli(home, *args):
     )
 
 
+@pytest.mark.slow  # command-line subprocesses
 def test_cli_export_and_mislabels(reviewed, home, tmp_path):
     done = run_cli(home, "export", "--run", "r1")
     assert done.returncode == 0, done.stderr
@@ -196,6 +197,7 @@ def test_cli_export_and_mislabels(reviewed, home, tmp_path):
     assert len(pd.read_csv(out)) == 7
 
 
+@pytest.mark.slow  # command-line subprocesses
 def test_cli_compare_prints_intervals_and_mcnemar(home):
     from cifar_mtl.compare import compare_runs
     from cifar_mtl.runs import load_predictions

@@ -15,6 +15,8 @@ from cifar_mtl import runs
 from cifar_mtl.predictions import SCHEMA
 from cifar_mtl.synthetic import write_fake_cifar
 
+pytestmark = pytest.mark.slow  # trains models: left out of the inner loop
+
 TINY = {"finetune_epochs": 2, "batch_size": 16, "augment": "cutmix", "progress_interval": 0.2, "val_split": 0.1}
 
 

@@ -12,18 +12,10 @@ from streamlit.testing.v1 import AppTest
 from cifar_mtl.app.messages import escape_markdown
 from cifar_mtl.jobs import JobRunner
 from cifar_mtl.runs import STATUS_FILE, atomic_write_json, run_dir
-from tests.app_fixture import APP, build_home
+from tests.app_fixture import APP
 
 TIMEOUT = 60
 IMAGE = "![x](http://127.0.0.2:9/p.png)"  # an image would make every viewer's browser fetch this
-
-
-@pytest.fixture
-def fx(tmp_path, monkeypatch):
-    fixture = build_home(tmp_path, n=200)
-    for key, value in fixture.env().items():
-        monkeypatch.setenv(key, value)
-    return fixture
 
 
 def markdown_bodies(at: AppTest) -> list[str]:

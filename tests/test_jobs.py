@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from cifar_mtl.jobs import JobRunner, config_problems, progress_fraction, progre
 from cifar_mtl.stores.database import DB_FILE, LEGACY_FILE
 from cifar_mtl.runs import list_runs, run_dir
 from cifar_mtl.synthetic import make_fake_run
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 900  # tiny trainings share two cores with other people's work
@@ -31,28 +31,8 @@ def tiny(data_dir, **extra) -> dict:
             "augment": "none", "progress_interval": 0.5, **extra}
 
 
-def wait_for(predicate, timeout=TIMEOUT_S, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def status_json(home, run_id) -> dict:
     return json.loads((run_dir(run_id, home) / "status.json").read_text())
-
-
-@pytest.fixture
-def runner(home):
-    r = JobRunner(home)
-    yield r
-    # Leave no worker or supervisor behind, whatever the test did.
-    for job_id in r.list_jobs(refresh=False).query("state in ['queued', 'running']")["id"]:
-        r.cancel(int(job_id), grace=2)
-    wait_for(lambda: not r.supervisor_running(), timeout=30, what="the supervisor to exit")
 
 
 # --- fast: validation, bookkeeping, reconciling ------------------------------------------
@@ -315,6 +295,7 @@ def test_job_files_are_ignored_by_git():
 # --- real workers --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real worker process
 def test_tiny_job_queue_restart_success_then_cancel(runner, home, fake_cifar_dir):
     first = runner.submit(tiny(fake_cifar_dir), run_id="tiny-ok")
     # Enough training left after the first step that SIGTERM lands mid-training.
@@ -350,6 +331,7 @@ def test_tiny_job_queue_restart_success_then_cancel(runner, home, fake_cifar_dir
     assert not (run_dir("tiny-cancel", home) / "metrics.json").exists()
 
 
+@pytest.mark.slow  # a real worker process
 def test_worker_killed_with_sigkill_is_reported_failed(runner, home, fake_cifar_dir):
     job_id = runner.submit(tiny(fake_cifar_dir), run_id="tiny-killed")
     wait_for(lambda: status_json(home, "tiny-killed").get("state") == "running"
@@ -362,6 +344,7 @@ def test_worker_killed_with_sigkill_is_reported_failed(runner, home, fake_cifar_
     assert status_json(home, "tiny-killed")["state"] == "failed"
 
 
+@pytest.mark.slow  # a real worker process
 def test_cli_bad_data_path_with_shell_metacharacters_fails_harmlessly(home, tmp_path, capsys):
     marker = tmp_path / "pwned"
     data_dir = f"/nonexistent; touch {marker}1 $(touch {marker}2) `touch {marker}3` | touch {marker}4"

@@ -3,6 +3,8 @@ import pytest
 
 from cifar_mtl.training.models import backbone, build_backbone, build_model, set_stage
 
+pytestmark = pytest.mark.slow  # builds whole networks: left out of the inner loop
+
 
 @pytest.fixture(scope="module")
 def local_weights(tmp_path_factory):

@@ -39,6 +39,7 @@ def test_from_scratch_everything_trains():
     assert sum(p.endswith("_conv/kernel") for p in trainable) == 8 and sum(p.endswith("_bn/gamma") for p in trainable) == 8
 
 
+@pytest.mark.slow  # trains a model
 def test_tiny_end_to_end_run(tmp_path):
     from cifar_mtl.training.fit import train
 

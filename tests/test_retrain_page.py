@@ -57,6 +57,7 @@ def test_problems_show_under_their_fields_and_block_submitting(runner):
     assert "invalid run id" in texts(at.error)
 
 
+@pytest.mark.slow  # a real worker process
 def test_clone_change_submit_and_a_bad_data_path_fails_visibly(runner, home, tmp_path):
     make_fake_run("base-run", home, n=20, variant="single", label_smoothing=0.2)
     at = page(run_id="base-run", reviewer="ada")
