@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar_mtl.errors import UserError
 from cifar_mtl.labels import NUM_CLASSES
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -37,7 +38,7 @@ TARBALL = "cifar-10-python.tar.gz"
 KERAS_CACHE = Path(os.path.expanduser("~/.keras/datasets")) / BATCH_DIR
 
 
-class DataError(Exception):
+class DataError(UserError):
     """CIFAR-10 is missing, truncated or not in the official format. Names the file."""
 
 

@@ -89,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     from cifar_mtl.config import ConfigError
-    from cifar_mtl.runs import RunError
 
     try:
         if args.command == "train":
@@ -109,9 +108,9 @@ def _dispatch(args) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    # UserError: ConfigError, ReviewError, SchemaError, ...; RunError and ValueError (a bad
-    # run id) from the run folders; OSError: a file that cannot be read or written.
-    except (UserError, RunError, ValueError, OSError) as exc:
+    # UserError: every library error meant for people (ConfigError, RunError, DataError,
+    # ReviewError, ...); ValueError: a bad run id; OSError: a file that cannot be read or written.
+    except (UserError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
     raise AssertionError(f"unhandled command {args.command}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cifar_mtl.errors import UserError
 from cifar_mtl.labels import class_names
 from cifar_mtl.predictions import PROB_COLUMNS
 
@@ -20,7 +21,7 @@ RANK_COLUMNS = [
 ]
 
 
-class NoPredictionsError(ValueError):
+class NoPredictionsError(UserError, ValueError):
     """A predictions table has no rows, so there is nothing to rank."""
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cifar_mtl.errors import UserError
+
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -31,7 +33,7 @@ PREDICTIONS_FILE = "predictions.parquet"
 METRICS_FILE = "metrics.json"
 
 
-class RunError(Exception):
+class RunError(UserError):
     """A run is missing, incomplete or unreadable. The message names run and file."""
 
 

@@ -8,17 +8,9 @@ import re
 
 import streamlit as st
 
+from cifar_mtl.errors import UserError
+
 _LOG = logging.getLogger("cifar_mtl.app")
-
-
-def _known_errors() -> tuple[type, ...]:
-    """Exceptions whose message already tells the user what to do next: the project's
-    `UserError`, and the run and dataset errors."""
-    from cifar_mtl.cifar10 import DataError
-    from cifar_mtl.errors import UserError
-    from cifar_mtl.runs import RunError
-
-    return UserError, RunError, DataError
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^&])")
@@ -42,12 +34,12 @@ def escape_markdown(text, *, keep_code: bool = False) -> str:
 def error_message(exc: BaseException, context: str | None = None) -> str:
     """One paragraph for the user: what failed and what to do next.
 
-    Library errors carry their own advice; anything else is named with its type and
-    a pointer to the technical details shown below it.
+    Library errors (`UserError`) carry their own advice; anything else is named with
+    its type and a pointer to the server's log.
     """
     prefix = f"{context}: " if context else ""
     text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, _known_errors()):
+    if isinstance(exc, UserError):
         return prefix + text
     if isinstance(exc, (ValueError, OSError)):
         return f"{prefix}{text}. Check the file or the input named here, then reload the page."
@@ -60,7 +52,7 @@ def error_message(exc: BaseException, context: str | None = None) -> str:
 def show_error(exc: BaseException, context: str | None = None) -> None:
     """Render `exc` as an error box, never a traceback: an unexpected one goes to the server log."""
     st.error(escape_markdown(error_message(exc, context), keep_code=True), icon=":material/error:")
-    if not isinstance(exc, (*_known_errors(), ValueError, OSError)):
+    if not isinstance(exc, (UserError, ValueError, OSError)):
         _LOG.error("%s", context or "unexpected error", exc_info=exc)
 
 
