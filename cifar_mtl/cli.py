@@ -9,7 +9,6 @@ import argparse
 import numbers
 import os
 import re
-import sqlite3
 import sys
 import tempfile
 import time
@@ -410,7 +409,7 @@ def jobs_main(argv: list[str]) -> int:
 
     Every failure is one `error:` line on stderr, never a traceback.
     """
-    from cifar_mtl.stores.database import SchemaError, default_path
+    from cifar_mtl.stores.database import EngineError, SchemaError, default_path
 
     try:
         args = _jobs_parser().parse_args(argv)
@@ -425,7 +424,7 @@ def jobs_main(argv: list[str]) -> int:
     except (UserError, ValueError) as exc:  # a bad config, job id or run id
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except sqlite3.Error as exc:  # e.g. locked for longer than the busy timeout
+    except EngineError as exc:  # e.g. locked for longer than the busy timeout
         print(f"error: the job database {db_path} cannot be used right now ({exc}); try again, "
               "and if it persists check the file and its folder", file=sys.stderr)
         return EXIT_FAILED

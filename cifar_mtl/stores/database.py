@@ -204,6 +204,10 @@ class SQLiteEngine:
             conn.close()
 
 
+# The engine's error class under an engine-neutral name, for callers outside the layer
+# (the command line) that report "the database cannot be used right now".
+EngineError = SQLiteEngine.Error
+
 SQLITE = SQLiteEngine()
 
 _SCHEMA_VERSION_TABLE = (
