@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cifar_mtl import jobs, processes
+from cifar_mtl.config import load_config_file
 from cifar_mtl.runs import atomic_write_json, run_dir
 from cifar_mtl.synthetic import make_fake_run
 from tests.conftest import wait_for
@@ -87,8 +88,6 @@ def test_clone_change_submit_and_a_bad_data_path_fails_visibly(runner, home, tmp
 
 
 def test_cloning_a_fast_backbone_run_keeps_its_recipe(runner, home):
-    from cifar_mtl.config import load_config_file
-
     recipe = load_config_file("cpu_fast").to_dict()
     make_fake_run("fast-run", home, n=20)
     folder = run_dir("fast-run", home)
@@ -153,3 +152,17 @@ def test_the_form_round_trips_a_config_and_takes_its_fields_from_settings():
     assert retrain_form.form_values(state) == values
     # every number the config knows has a number box, with the config's own label and kind
     assert set(retrain_form.NUMBERS) == {f for f, s in SETTINGS.items() if s.kind in ("int", "float", "rate")}
+
+
+def test_a_warmup_longer_than_the_stage_is_refused_where_it_can_be_seen(runner, home):
+    recipe = load_config_file("cpu_fast").to_dict()  # 4 warmup epochs
+    make_fake_run("fast-run", home, n=20)
+    atomic_write_json(run_dir("fast-run", home) / "config.json", recipe)
+    at = page(run_id="fast-run", reviewer="ada")
+    assert not at.button(key="rt_submit").disabled
+    at.number_input(key="rt_finetune_epochs").set_value(2).run()
+    assert any("warmup_epochs: 4 is longer than the finetune stage (2 epochs)" in e for e in texts(at.error).split("\n"))
+    assert at.button(key="rt_submit").disabled
+    assert "Warmup epochs" in texts(at.caption)  # the summary names the field
+    more = next(e for e in at.expander if e.label == "More settings")
+    assert more.proto.expanded  # the field's message is not hidden in a closed expander

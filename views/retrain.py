@@ -44,7 +44,8 @@ def form(runner: jobs.JobRunner, table) -> None:
         for name in ("batch_size", "train_subset", "seed"):
             field.number(name, problems)
         field.text("name", problems)
-    with st.expander("More settings"):
+    # Opened when one of its fields has a problem: a closed expander hid the message.
+    with st.expander("More settings", expanded=bool(problems.keys() & field.MORE_SETTINGS)):
         left, middle, right = st.columns(3)
         with left:
             field.text("data_dir", problems)

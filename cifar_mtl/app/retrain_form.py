@@ -135,12 +135,19 @@ def submit(runner: jobs.JobRunner) -> None:
         flash_error(NOTE, exc, "The job was not queued")
 
 
+# Fields drawn in the form's "More settings" expander, which opens when one has a problem.
+MORE_SETTINGS = frozenset({"data_dir", "val_split", "optimizer", "momentum", "dropout", "weight_decay",
+                           "warmup_epochs", "resnet_width", "pooling", "mixed_precision", "tta",
+                           "progress_interval", "run_id"})
+
+
 def submit_button(runner: jobs.JobRunner, problems: dict) -> None:
     """The form's problems in sum, the Train button (off while any), and the last submit's outcome."""
     if "" in problems:
         st.error(escape_markdown(problems[""], keep_code=True), icon=":material/error:")
     if problems:
-        st.caption(f"Fix the {len(problems)} problem(s) marked above to submit.")
+        named = ", ".join(SETTINGS[k].label if k in SETTINGS else k for k in problems if k)
+        st.caption(f"Fix the {len(problems)} problem(s) marked above to submit" + (f": {named}." if named else "."))
     st.button("Train", key=KEY + "submit", type="primary", icon=":material/play_arrow:",
               disabled=bool(problems), on_click=submit, args=(runner,))
     show_flash(NOTE)
