@@ -305,12 +305,11 @@ def clip(text: str, width: int | None) -> str:
 def short_time(value) -> str:
     """An ISO time (the database's `now()`, or `runs.now_iso()`) as 'YYYY-mm-dd HH:MM'
     (other text unchanged, missing "-")."""
-    from cifar_mtl.stores.database import parse_time
+    from cifar_mtl.stores.database import short_time as stored_time
 
     if is_missing(value):
         return MISSING
-    when = parse_time(str(value))
-    return when.strftime("%Y-%m-%d %H:%M") if when is not None else cell_text(value)
+    return stored_time(str(value)) or cell_text(value)
 
 
 def percent(value) -> str:

@@ -12,6 +12,7 @@ from cifar_mtl import jobs
 from cifar_mtl.app import loaders
 from cifar_mtl.app import retrain_form as field
 from cifar_mtl.app.messages import escape_markdown, flash, flash_error, show_error, show_flash
+from cifar_mtl.stores.database import short_time
 
 REFRESH_S = 2.0
 SHOWN_JOBS = 8
@@ -71,7 +72,7 @@ def job_card(runner: jobs.JobRunner, job_id: int) -> None:
     state = job["state"]
     with st.container(border=True):
         by = f" · by {escape_markdown(job['submitted_by'])}" if job.get("submitted_by") else ""
-        st.markdown(f"**Job {job_id}** · `{job['run_id']}` · **{state}**{by} · queued {job['created_at']}")
+        st.markdown(f"**Job {job_id}** · `{job['run_id']}` · **{state}**{by} · queued {short_time(job['created_at']) or '-'} UTC")
         progress = job["progress"]
         if state == "running":
             st.progress(jobs.progress_fraction(progress), text=jobs.progress_summary(progress))

@@ -71,6 +71,12 @@ def parse_time(text) -> _dt.datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=_dt.timezone.utc)
 
 
+def short_time(text) -> str | None:
+    """A stored time as 'YYYY-mm-dd HH:MM' for people (UTC); None when `text` is not a time."""
+    when = parse_time(text)
+    return when.strftime("%Y-%m-%d %H:%M") if when is not None else None
+
+
 def default_path(home_dir=None) -> Path:
     """`<home>/cifar-mtl.sqlite`: the reviews and the job queue."""
     from cifar_mtl.runs import home
