@@ -164,7 +164,7 @@ def import_tensorflow_quietly() -> None:
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import keras  # noqa: F401  (loads TensorFlow)
+            import keras  # noqa: F401, F811  (loads TensorFlow)
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # where cuInit complains on a machine without a GPU

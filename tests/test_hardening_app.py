@@ -78,3 +78,24 @@ def test_the_server_listens_on_loopback_and_shows_no_tracebacks():
     settings = tomllib.loads((APP.parent / ".streamlit" / "config.toml").read_text())
     assert settings["server"]["address"] == "127.0.0.1"
     assert settings["client"]["showErrorDetails"] in ("type", "none")
+
+
+def test_a_run_id_in_the_address_with_no_complete_run_is_not_rendered(tmp_path, monkeypatch):
+    from tests.app_fixture import break_run
+
+    home = tmp_path / "home"
+    break_run(home, "training-d", "partial")  # a run folder, but nothing complete to review
+    monkeypatch.setenv("CIFAR_MTL_HOME", str(home))
+    at = open_page("overview", run_id=IMAGE)
+    bodies = markdown_bodies(at) + [str(h.value) for h in at.subheader]
+    assert not [b for b in bodies if "![x](" in b], bodies
+
+
+def test_an_unreadable_runs_folder_still_shows_getting_started(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "runs").write_text("not a folder")  # listing it fails
+    monkeypatch.setenv("CIFAR_MTL_HOME", str(home))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Getting started"]

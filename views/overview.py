@@ -5,7 +5,7 @@ import streamlit as st
 
 from cifar_mtl import analysis, runs
 from cifar_mtl.app import figures, loaders
-from cifar_mtl.app.messages import error_message
+from cifar_mtl.app.messages import error_message, escape_markdown
 from cifar_mtl.app.sidebar import GETTING_STARTED, current_run
 from cifar_mtl.mislabels import corrected_accuracy
 
@@ -65,7 +65,7 @@ st.dataframe(
 )
 
 for message in unreadable.values():
-    st.warning(message, icon=":material/warning:")
+    st.warning(escape_markdown(message, keep_code=True), icon=":material/warning:")
 
 st.subheader("Training curves")
 histories = {}
@@ -73,7 +73,7 @@ for run_id in table["run_id"]:
     try:
         histories[run_id] = runs.load_history(run_id)
     except runs.RunError as exc:
-        st.caption(error_message(exc))
+        st.caption(escape_markdown(error_message(exc), keep_code=True))
 plotted = {r: h for r, h in histories.items() if not h.empty}
 metrics = sorted({c for h in plotted.values() for c in h.columns} - {"stage", "epoch"})
 if metrics:
@@ -94,7 +94,7 @@ else:
 run_id = current_run(table)
 if run_id is None:
     st.stop()
-st.subheader(f"Run under review: {run_id}")
+st.subheader(f"Run under review: {escape_markdown(run_id)}")
 preds = loaders.load_run(run_id)
 if preds is None:
     st.stop()

@@ -35,9 +35,36 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 # --- runs and predictions -------------------------------------------------------------------
 
 
+_RUN_FILES = (runs.CONFIG_FILE, runs.STATUS_FILE, runs.METRICS_FILE, runs.PREDICTIONS_FILE,
+              runs.PROGRESS_FILE, runs.HISTORY_FILE)
+
+
+def _runs_stamp(home: Path) -> tuple:
+    """The version of every file `list_runs` reads: a few stat calls, so the listing (which
+    parses every run's files) runs again only when something in a run folder changed."""
+    root = runs.runs_root(home)
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return (str(root), None)
+    return tuple((p.name, tuple(_stamp(p / f) for f in _RUN_FILES)) for p in folders)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _run_table(home: str, stamp: tuple) -> pd.DataFrame:
+    return runs.list_runs(home)
+
+
 def run_table() -> pd.DataFrame:
-    """Every run folder under the artifacts home, newest first (`runs.list_runs`)."""
-    return runs.list_runs()
+    """Every run folder under the artifacts home, newest first (`runs.list_runs`), read again
+    only when a run's files change. Never raises: an unreadable home is said once, on the
+    page, and listed as no runs, so Getting started still shows."""
+    home = runs.home().resolve()
+    try:
+        return _run_table(str(home), _runs_stamp(home))
+    except Exception as exc:
+        show_error(exc, "Listing runs")
+        return pd.DataFrame(columns=runs.RUN_COLUMNS)
 
 
 def complete_run_ids(table: pd.DataFrame) -> list[str]:

@@ -104,8 +104,8 @@ def sidebar(table: pd.DataFrame) -> None:
     restore_from_url()
     asked = st.session_state.get(RUN_KEY)
     with st.sidebar:
+        keep_valid(RUN_KEY, ids)  # also with no complete run: an address's run_id is not kept unchecked
         if ids:
-            keep_valid(RUN_KEY, ids)
             if RUN_KEY not in st.session_state:
                 st.session_state[RUN_KEY] = default_run(table, _last_run_of(reviewer()))
             st.selectbox("Run under review", ids, key=RUN_KEY, format_func=run_label(table))
