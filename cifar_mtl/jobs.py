@@ -438,16 +438,22 @@ def progress_fraction(progress: dict | None) -> float:
 
 
 def progress_summary(progress: dict | None) -> str:
-    """One line from progress.json: stage, epoch, step, ETA (e.g. 'finetune epoch 2/3, step 40/100, ETA 1m05s')."""
+    """One line from progress.json: stage, epoch, step, ETA (e.g. 'finetune, epoch 2/3, step 40/100, ETA 1m05s')."""
     if not progress:
         return "no progress yet"
     if progress.get("phase") == "predict":
         # Training is over: the bar now follows the test set's prediction batches.
         parts = [f"predicting the test set, batch {progress.get('step', 0)}/{progress.get('steps') or '?'}"]
-        eta = progress.get("eta_seconds")
-        if isinstance(eta, (int, float)) and eta >= 0:
-            parts.append(f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s")
-        return ", ".join(parts)
+    else:
+        parts = [str(progress.get("stage") or "starting")]
+        if progress.get("epochs"):
+            parts.append(f"epoch {progress.get('epoch', 0)}/{progress['epochs']}")
+        if progress.get("steps"):
+            parts[-1] += f", step {progress.get('step', 0)}/{progress['steps']}"
+    eta = progress.get("eta_seconds")
+    if isinstance(eta, (int, float)) and eta >= 0:
+        parts.append(f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s")
+    return ", ".join(parts)
     parts = [str(progress.get("stage") or "starting")]
     if progress.get("epochs"):
         parts.append(f"epoch {progress.get('epoch', 0)}/{progress['epochs']}")

@@ -573,17 +573,6 @@ class ReviewStore:
         df = pd.DataFrame([(r[0], r[2], r[3], r[5], r[6]) for r in rows], columns=NOTE_COLUMNS)
         return _typed(df)
 
-    def current_reviews(self, run_id=None, reviewer=None, indices=None) -> dict:
-        """{"tags", "mislabels", "notes"}: the three `current_*` frames, read together.
-
-        For exports: one call instead of three, with the same filters.
-        """
-        return {
-            "tags": self.current_tags(run_id, reviewer, indices),
-            "mislabels": self.current_mislabels(run_id, reviewer, indices),
-            "notes": self.current_notes(run_id, reviewer, indices),
-        }
-
     def history(self, run_id=None, index=None, reviewer=None) -> pd.DataFrame:
         """Every event, oldest first: DataFrame with `EVENT_COLUMNS`.
 
