@@ -49,6 +49,7 @@ if not order:
 thumbs = loaders.images_for(preds)
 # Every error with its class names, by test index (untagged: the captions show no tags).
 errors = analysis.error_table(preds, sort="index").set_index("index", drop=False)
+queue_preds = preds[preds["index"].isin(order)]  # the queue's errors, for its own progress
 
 
 @st.fragment
@@ -57,12 +58,11 @@ def review_panel() -> None:
     current = st.session_state.get(CURRENT_KEY)
     if current not in order:
         current = st.session_state[CURRENT_KEY] = order[0]
-    mine = store.current_tags(reviewer=name, indices=order)
-    notes = store.current_notes(reviewer=name, indices=order)
-    done = len(set(mine["index"]) | set(notes["index"]))
+    mine, notes = store.current_tags(reviewer=name), store.current_notes(reviewer=name)
+    queued = analysis.review_progress(queue_preds, mine, notes=notes)
+    done = queued["n_reviewed"]
     st.progress(done / len(order), text=f"{done:,} of {len(order):,} reviewed")
-    run_wide = analysis.review_progress(preds, store.current_tags(reviewer=name), reviewer=name,
-                                        notes=store.current_notes(reviewer=name))
+    run_wide = analysis.review_progress(preds, mine, notes=notes)
     st.caption(f"Whole run: you have reviewed {run_wide['n_reviewed']:,} of {run_wide['n_errors']:,} errors.")
     row = errors.loc[current].to_dict()
     image, side = st.columns([2, 3], gap="medium")
