@@ -71,7 +71,7 @@ st.subheader("Training curves")
 histories = {}
 for run_id in table["run_id"]:
     try:
-        histories[run_id] = runs.load_history(run_id)
+        histories[run_id] = loaders.history(run_id)
     except runs.RunError as exc:
         st.caption(escape_markdown(error_message(exc), keep_code=True))
 plotted = {r: h for r, h in histories.items() if not h.empty}

@@ -104,6 +104,17 @@ def ranked_mislabels(run_id: str, method: str = "normalized_margin") -> pd.DataF
     return _ranked(*_predictions_key(run_id), method)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _history(home: str, run_id: str, stamp) -> pd.DataFrame:
+    return runs.load_history(run_id, home)
+
+
+def history(run_id: str) -> pd.DataFrame:
+    """The run's history.csv (`runs.load_history`), read once per file version."""
+    home = runs.home().resolve()
+    return _history(str(home), run_id, _stamp(runs.run_dir(run_id, home) / runs.HISTORY_FILE))
+
+
 def load_run(run_id: str | None) -> pd.DataFrame | None:
     """Predictions of `run_id`, or None after showing why they cannot be used."""
     if run_id is None:
