@@ -454,12 +454,3 @@ def progress_summary(progress: dict | None) -> str:
     if isinstance(eta, (int, float)) and eta >= 0:
         parts.append(f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s")
     return ", ".join(parts)
-    parts = [str(progress.get("stage") or "starting")]
-    if progress.get("epochs"):
-        parts.append(f"epoch {progress.get('epoch', 0)}/{progress['epochs']}")
-    if progress.get("steps"):
-        parts[-1] += f", step {progress.get('step', 0)}/{progress['steps']}"
-    eta = progress.get("eta_seconds")
-    if isinstance(eta, (int, float)) and eta >= 0:
-        parts.append(f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s")
-    return ", ".join(parts)
