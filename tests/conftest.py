@@ -65,6 +65,15 @@ def runner(home, request):
 
     r = JobRunner(home, autostart=getattr(request.module, "RUNNER_AUTOSTART", True))
     yield r
-    for job_id in r.list_jobs(refresh=False).query("state in ['queued', 'running']")["id"]:
-        r.cancel(int(job_id), grace=2)
-    wait_for(lambda: not r.supervisor_running(), timeout=30, what="the supervisor to exit")
+    stop_jobs(r)
+
+
+def stop_jobs(runner) -> None:
+    """Cancel every queued or running job of `runner` and wait for its supervisor to exit.
+
+    A test that reads the queue through the command line or a page starts a supervisor
+    for any queued job; with CIFAR10_DIR set (as in CI) its worker would train for real
+    long after the test."""
+    for job_id in runner.list_jobs(refresh=False).query("state in ['queued', 'running']")["id"]:
+        runner.cancel(int(job_id), grace=2)
+    wait_for(lambda: not runner.supervisor_running(), timeout=30, what="the supervisor to exit")

@@ -19,7 +19,7 @@ from cifar_mtl.jobs import JobRunner, config_problems, progress_fraction, progre
 from cifar_mtl.stores.database import DB_FILE, LEGACY_FILE
 from cifar_mtl.runs import list_runs, run_dir
 from cifar_mtl.synthetic import make_fake_run
-from tests.conftest import wait_for
+from tests.conftest import stop_jobs, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 900  # tiny trainings share two cores with other people's work
@@ -208,8 +208,16 @@ def test_submit_says_what_was_queued_and_how_to_follow_it(home, tmp_path, capsys
     assert capsys.readouterr().out == "job 1 has no log yet (cancelled)\n"
 
 
-def test_jobs_list_is_a_terminal_table(home, capsys):
+@pytest.fixture
+def idle_runner(home):
+    """A runner that starts nothing itself; whatever the test's commands start is stopped after it."""
     r = JobRunner(home, autostart=False)
+    yield r
+    stop_jobs(r)
+
+
+def test_jobs_list_is_a_terminal_table(idle_runner, capsys):
+    r = idle_runner
     first = r.submit({}, run_id="waiting")
     second = r.submit({}, run_id="broken")
     r._update(second, state="failed", finished_at="2026-11-25T21:03:31+0000", pid=2156, exit_code=1,
@@ -248,8 +256,8 @@ BIG = "99999999999999999999"  # beyond SQLite's integers: once an OverflowError 
     (["wait", "1", "--timeout", "-1"], "--timeout: expected a finite number of seconds, 0 or more"),
     ([], "the following arguments are required"),
 ])
-def test_bad_job_ids_and_values_are_refused_without_a_traceback(home, capsys, argv, says):
-    JobRunner(home, autostart=False).submit({}, run_id="one")
+def test_bad_job_ids_and_values_are_refused_without_a_traceback(idle_runner, capsys, argv, says):
+    idle_runner.submit({}, run_id="one")
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
