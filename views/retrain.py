@@ -47,20 +47,10 @@ def form(runner: jobs.JobRunner, table) -> None:
         field.text("name", problems)
     # Opened when one of its fields has a problem: a closed expander hid the message.
     with st.expander("More settings", expanded=bool(problems.keys() & field.MORE_SETTINGS)):
-        left, middle, right = st.columns(3)
-        with left:
-            field.text("data_dir", problems)
-            field.number("val_split", problems)
-        with middle:
-            field.choice("optimizer", problems)
-            for name in ("momentum", "dropout", "weight_decay", "warmup_epochs", "resnet_width"):
-                field.number(name, problems)
-        with right:
-            field.choice("pooling", problems)
-            field.choice("mixed_precision", problems)
-            field.choice("tta", problems)
-            field.number("progress_interval", problems)
-            field.run_id_box(problems)
+        for column, names in zip(st.columns(len(field.MORE_LAYOUT)), field.MORE_LAYOUT):
+            with column:
+                for name in names:
+                    field.widget(name, problems)
     field.submit_button(runner, problems)
 
 

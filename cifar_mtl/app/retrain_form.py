@@ -135,10 +135,14 @@ def submit(runner: jobs.JobRunner) -> None:
         flash_error(NOTE, exc, "The job was not queued")
 
 
-# Fields drawn in the form's "More settings" expander, which opens when one has a problem.
-MORE_SETTINGS = frozenset({"data_dir", "val_split", "optimizer", "momentum", "dropout", "weight_decay",
-                           "warmup_epochs", "resnet_width", "pooling", "mixed_precision", "tta",
-                           "progress_interval", "run_id"})
+# The form's "More settings" expander, column by column: laid out from here, and opened
+# when one of its fields has a problem (a closed expander hid the message).
+MORE_LAYOUT = (
+    ("data_dir", "val_split"),
+    ("optimizer", "momentum", "dropout", "weight_decay", "warmup_epochs", "resnet_width"),
+    ("pooling", "mixed_precision", "tta", "progress_interval", "run_id"),
+)
+MORE_SETTINGS = frozenset(f for column in MORE_LAYOUT for f in column)
 
 
 def submit_button(runner: jobs.JobRunner, problems: dict) -> None:
@@ -210,3 +214,15 @@ def run_id_box(problems: dict) -> None:
     """The new run's id: empty for 'name-date-random'."""
     st.text_input("Run id (empty: name-date-random)", key=KEY + "run_id")
     problem_note("run_id", problems)
+
+
+def widget(field: str, problems: dict) -> None:
+    """The widget that fits `field` (`config.SETTINGS` kind), with its problem under it."""
+    if field == "run_id":
+        run_id_box(problems)
+    elif SETTINGS[field].kind == "choice":
+        choice(field, problems)
+    elif SETTINGS[field].kind == "text":
+        text(field, problems)
+    else:
+        number(field, problems)
