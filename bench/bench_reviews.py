@@ -5,6 +5,7 @@ filtering and sorting the error table, one tag write, exporting the error-catego
 CSV of 10,000 reviewed images, ranking 10,000 images for mislabels; then the same
 operations at scale (issue 13 #12): 1,050,000 current tags (15 reviewers x 7
 categories x 10,000 images; 105,000 with --quick), read from the store each time.
+At both sizes: a bulk tag of 1,000 images and its one undo (issue 15, each < 1 s).
 
     python -m bench.bench_reviews [--quick]
 """
@@ -84,6 +85,8 @@ def run(quick: bool = False) -> list[dict]:
         picks = iter(np.resize(errors, repeats * 2).tolist())
         seconds = _median_seconds(lambda: store.toggle(RUN_ID, next(picks), "context", "cy"), repeats)
         rows.append(_row("one tag write (toggle, committed, synchronous=FULL)", seconds * 1e3, "ms", 20))
+
+        rows += _bulk_rows(store, preds, repeats=3 if quick else 10, where=f"{len(store.current_tags()):,} tags")
 
         out = home / "exports" / "bench.csv"
         seconds = _median_seconds(
@@ -179,11 +182,34 @@ def _scale_rows(quick: bool) -> list[dict]:
         picks = iter(np.resize(np.arange(N_IMAGES), repeats * 4).tolist())
         seconds = _median_seconds(lambda: store.toggle(RUN_ID, next(picks), "context", "rev03"), repeats * 4)
         rows.append(_row(f"one tag write at {n:,} tags (toggle, committed)", seconds * 1e3, "ms", 20))
+        rows += _bulk_rows(store, preds, repeats=repeats, where=f"{n:,} tags")
         seconds = _median_seconds(lambda: error_category_frame(preds, store, RUN_ID), repeats)
         rows.append(_row(f"export frame at {n:,} tags (tags + notes + mislabels, export.error_category_frame)",
                          seconds, "s", 2))
         store.close()
     return rows
+
+
+BULK_SIZE = 1_000
+
+
+def _bulk_rows(store, preds, repeats: int, where: str) -> list[dict]:
+    """A bulk tag of 1,000 images (one action) and its one undo, each committed (issue 15:
+    under 1 s each). Each repeat tags a fresh reviewer's 1,000 images, then undoes it."""
+    index = preds["index"].to_numpy()[:BULK_SIZE].tolist()
+    tag_s, undo_s = [], []
+    for k in range(repeats):
+        reviewer = f"bulk{k}"
+        start = time.perf_counter()
+        assert store.tag_many(RUN_ID, index, "context", reviewer) == BULK_SIZE
+        tag_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        assert store.undo(reviewer)["count"] == BULK_SIZE
+        undo_s.append(time.perf_counter() - start)
+    return [_row(f"bulk tag of {BULK_SIZE:,} images, one action (tag_many, committed; {where})",
+                 statistics.median(tag_s), "s", 1),
+            _row(f"its undo, {BULK_SIZE:,} events reverted in one transaction ({where})",
+                 statistics.median(undo_s), "s", 1)]
 
 
 def _fill_store_notes(store, preds, n_notes: int) -> None:

@@ -159,8 +159,10 @@ def test_state_follows_every_kind_of_write(store):
     cats = store.category_names()[:3]
     for _ in range(300):
         who, i, cat = rng.choice(["ann", "bob"]), rng.randrange(20), rng.choice(cats)
-        op = rng.randrange(7)
-        if op == 0:
+        op = rng.randrange(8)
+        if op == 7:
+            store.untag_many("r1", [i, i + 1, i + 3], cat, who)
+        elif op == 0:
             store.tag("r1", i, cat, who)
         elif op == 1:
             store.untag("r2", i, cat, who)
@@ -216,6 +218,30 @@ def test_version_1_file_is_migrated_without_loss(tmp_path):
         assert len(s.history()) == len(events)
         assert s.undo("ann")["category"] == "pose"  # undo still walks the old events
         assert sorted(s.current_tags()["category"]) == ["clutter", "pose"]
+    _state_matches_events(path)
+
+
+def test_version_2_file_is_migrated_and_its_events_undo_one_by_one(tmp_path):
+    """Events from before bulk actions had batches stay single edits (batch NULL)."""
+    path = tmp_path / "reviews.sqlite"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("CREATE TABLE schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+    con.execute("BEGIN")
+    reviews._migration_1(con)
+    reviews._migration_2(con)
+    con.execute("INSERT INTO schema_version VALUES ('reviews', 2)")
+    for i in (1, 2, 3):  # a version-2 tag_many: three plain events
+        con.execute("INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action) "
+                    "VALUES (?, 'ann', 'r1', ?, 'tag', 'clutter', 'add')", (now(), i))
+    con.execute("COMMIT")
+    con.close()
+    with ReviewStore(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION == 3
+        assert s.history()["batch"].isna().all()
+        assert s.undo("ann")["count"] == 1
+        assert s.current_tags()["index"].tolist() == [1, 2]
+        assert s.tag_many("r1", [5, 6], "clutter", "ann") == 2
+        assert s.undo("ann")["count"] == 2
     _state_matches_events(path)
 
 

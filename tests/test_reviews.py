@@ -364,3 +364,102 @@ def test_last_run_is_the_run_of_the_reviewers_latest_event(tmp_path):
     store.set_note("run-c", 3, "ada", "odd angle")
     assert store.last_run("ada") == "run-c"
     assert store.last_run("bob") == "run-b"
+
+
+# --- bulk actions and their one undo (review schema version 3) ----------------------------
+
+
+def _state(store, reviewer=None) -> set:
+    return set(map(tuple, store.current_tags(reviewer=reviewer)[["index", "category", "reviewer", "run_id"]]
+                   .values.tolist()))
+
+
+def test_bulk_tag_then_undo_restores_exactly_the_previous_state(store):
+    store.tag("r1", 3, "clutter", "ann")  # already tagged before the bulk action: stays tagged
+    store.tag("r0", 4, "clutter", "ann")  # ... even when tagged while reviewing another run
+    store.tag("r1", 5, "pose", "ann")  # another category of a bulk-tagged image
+    before = _state(store)
+    assert store.tag_many("r1", [3, 4, 5, 6, 7, 7], "clutter", "ann") == 3  # 5, 6, 7 are new
+    assert _state(store) == before | {(i, "clutter", "ann", "r1") for i in (5, 6, 7)}
+    batch = store.history()["batch"]
+    assert batch.iloc[:3].isna().all() and batch.iloc[3:].nunique() == 1 and batch.iloc[3:].notna().all()
+
+    undone = store.undo("ann")
+    assert undone["count"] == 3 and undone["index"] == 5 and undone["category"] == "clutter"
+    assert undone["action"] == "add" and undone["batch"] is not None and undone["undone_by"] > undone["id"]
+    assert _state(store) == before
+    h = store.history()
+    assert len(h) == 9 and h["undoes"].iloc[6:].tolist() == h["id"].iloc[3:6].tolist()
+    assert h["batch"].iloc[6:].nunique() == 1 and h["batch"].iloc[6] != h["batch"].iloc[3]  # the undo's own batch
+    # The next undo walks back to the single edits, one at a time.
+    assert store.undo("ann")["count"] == 1
+    assert _state(store) == before - {(5, "pose", "ann", "r1")}
+
+
+def test_bulk_untag_then_undo_puts_every_tag_back(store):
+    store.tag_many("r1", range(10), "occlusion", "ann")
+    store.tag("r2", 20, "occlusion", "ann")
+    before = _state(store)
+    assert store.untag_many("r2", [0, 1, 2, 20, 30], "occlusion", "ann") == 4  # 30 was never tagged
+    assert {i for i, *_ in _state(store)} == set(range(3, 10))
+    assert store.untag_many("r2", [0, 1, 30], "occlusion", "ann") == 0  # nothing to do: no action recorded
+    undone = store.undo("ann")
+    assert undone["count"] == 4 and undone["action"] == "remove"
+    assert _state(store) == before  # each key back as it was, 20 under its own run r2
+    assert store.undo("ann")["count"] == 1  # the single tag of 20
+    assert store.undo("ann")["count"] == 10  # the first bulk action
+    assert store.current_tags().empty and store.undo("ann") is None
+
+
+def test_single_and_bulk_undos_interleave_in_order(store):
+    store.tag_many("r1", [1, 2, 3], "clutter", "ann")
+    store.untag("r1", 2, "clutter", "ann")  # a single edit on a bulk-tagged image
+    store.set_note("r1", 1, "ann", "dark")
+    store.tag_many("r1", [2, 4], "clutter", "ann")
+    steps = [store.undo("ann") for _ in range(5)]
+    assert [(u["kind"], u["count"]) for u in steps[:4]] == [("tag", 2), ("note", 1), ("tag", 1), ("tag", 3)]
+    assert steps[4] is None
+    assert store.current_tags().empty and store.current_notes().empty
+    after_each = []
+    store.tag_many("r1", [1, 2, 3], "clutter", "ann")
+    store.untag("r1", 2, "clutter", "ann")
+    after_each.append({i for i, *_ in _state(store)})
+    store.tag_many("r1", [2, 4], "clutter", "ann")
+    store.undo("ann")  # the second bulk action only: 2 is untagged again, as before it
+    assert {i for i, *_ in _state(store)} == after_each[0] == {1, 3}
+
+
+def test_undo_of_bulk_actions_keeps_reviewers_apart(store):
+    store.tag_many("r1", [1, 2, 3], "pose", "ann")
+    store.tag_many("r1", [2, 3, 4], "pose", "bob")
+    store.tag("r1", 9, "colour", "ann")
+    assert store.undo("bob")["count"] == 3
+    assert {i for i, *_ in _state(store, "ann")} == {1, 2, 3, 9}
+    assert store.current_tags(reviewer="bob").empty
+    assert store.undo("ann")["count"] == 1 and store.undo("ann")["count"] == 3
+    assert store.current_tags().empty and store.undo("bob") is None
+
+
+def test_bulk_undo_scoped_to_run_and_batches_are_append_only(store):
+    store.tag_many("r1", [1, 2], "clutter", "ann")
+    store.tag_many("r2", [3, 4], "clutter", "ann")
+    assert store.undo("ann", run_id="r1")["count"] == 2
+    assert store.current_tags()["index"].tolist() == [3, 4]
+    con = sqlite3.connect(store.path)
+    try:
+        assert con.execute("SELECT action, size FROM review_batches ORDER BY id").fetchall() == [
+            ("tag_many", 2), ("tag_many", 2), ("undo", 2)]
+        for statement in ("DELETE FROM review_batches", "UPDATE review_batches SET size = 0"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                con.execute(statement)
+    finally:
+        con.close()
+
+
+def test_bulk_actions_refuse_bad_input_writing_nothing(store):
+    with pytest.raises(ReviewError, match="outside 0..9999"):
+        store.tag_many("r1", [1, 10_000], "clutter", "ann")
+    with pytest.raises(ReviewError, match="unknown category"):
+        store.untag_many("r1", [1], "blurry", "ann")
+    assert store.tag_many("r1", [], "clutter", "ann") == 0
+    assert store.history().empty and store.undo("ann") is None

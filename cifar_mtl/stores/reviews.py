@@ -21,9 +21,14 @@ as the component `reviews`:
   million tags in a fraction of a second). Migration 2 builds it from the events.
 - Opening checks the schema itself (tables, columns, triggers), not only the
   version row, so a foreign file is refused with `SchemaError` up front.
-- `undo(reviewer)` takes the reviewer's latest event that is not an undo and not
-  yet undone, and records a new event restoring the key's previous state (the
-  undo points at what it undid in `undoes`). Repeated undos walk further back.
+- Bulk actions (schema version 3): `tag_many` and `untag_many` record one row of
+  `review_batches` (append-only too) and give each of their events its id in
+  `review_events.batch`; single edits leave `batch` NULL.
+- `undo(reviewer)` takes the reviewer's latest action that is not an undo and not
+  yet undone (one edit, or every event of one batch) and records new events
+  restoring each key's previous state, in one transaction (each undo event points at
+  what it undid in `undoes`; the undo of a batch is a batch of its own). Repeated
+  undos walk further back.
 - `schema_version` holds one row per component (`reviews` here; the job queue
   keeps its own). A database newer than this code is refused with `SchemaError`.
 
@@ -49,7 +54,7 @@ from cifar_mtl.errors import UserError
 from cifar_mtl.labels import CLASS_NAMES, NUM_CLASSES
 from cifar_mtl.stores.database import Component, Database, SchemaError, default_path, now
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 COMPONENT_NAME = "reviews"
 N_TEST = 10_000
 MAX_NOTE_CHARS = 10_000
@@ -72,8 +77,10 @@ MISLABEL_COLUMNS = ["index", "reviewer", "verdict", "suggested_label", "run_id",
 NOTE_COLUMNS = ["index", "reviewer", "note", "run_id", "at"]
 EVENT_COLUMNS = [
     "id", "at", "reviewer", "run_id", "index", "kind", "category", "action",
-    "note", "verdict", "suggested_label", "undoes",
+    "note", "verdict", "suggested_label", "undoes", "batch",
 ]
+# What a bulk action (one row of `review_batches`) did: tag or untag many images, or undo one.
+BATCH_ACTIONS = ("tag_many", "untag_many", "undo")
 
 
 class ReviewError(UserError, ValueError):
@@ -189,8 +196,37 @@ def _migration_2(conn) -> None:
     _build_state(conn)
 
 
+# Version 3: bulk actions. A bulk write (`tag_many`, `untag_many`, the undo of a bulk
+# action) is one row of `review_batches`, and each of its events points at it in
+# `review_events.batch` (NULL for single edits), so `undo` reverts the action whole.
+_SCHEMA_3 = (
+    """CREATE TABLE review_batches (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        reviewer TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('tag_many', 'untag_many', 'undo')),
+        key TEXT NOT NULL DEFAULT '',
+        size INTEGER NOT NULL
+    )""",
+    "ALTER TABLE review_events ADD COLUMN batch INTEGER REFERENCES review_batches(id)",
+    "CREATE INDEX review_events_batch ON review_events(batch)",
+    """CREATE TRIGGER review_batches_no_update BEFORE UPDATE ON review_batches
+        BEGIN SELECT RAISE(ABORT, 'review batches are append-only'); END""",
+    """CREATE TRIGGER review_batches_no_delete BEFORE DELETE ON review_batches
+        BEGIN SELECT RAISE(ABORT, 'review batches are append-only'); END""",
+)
+
+
+def _migration_3(conn) -> None:
+    # Every event recorded so far was a single edit (or a bulk tag from before version 3,
+    # which stays undoable one image at a time): batch stays NULL for them all.
+    for statement in _SCHEMA_3:
+        conn.execute(statement)
+
+
 # version -> function bringing the schema from version - 1 to version.
-MIGRATIONS = {1: _migration_1, 2: _migration_2}
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
 
 # What each version must hold: table -> columns, and the triggers that keep the rules.
 REQUIRED_TABLES = {
@@ -203,10 +239,13 @@ REQUIRED_TABLES = {
     },
     2: {"review_state": ("kind", "reviewer", "idx", "key", "run_id", "event_id", "at_us", "value",
                          "suggested_label")},
+    3: {"review_batches": ("id", "at", "reviewer", "run_id", "action", "key", "size"),
+        "review_events": ("batch",)},
 }
 REQUIRED_TRIGGERS = {
     1: ("review_events_no_update", "review_events_no_delete"),
     2: ("review_state_set", "review_state_clear"),
+    3: ("review_batches_no_update", "review_batches_no_delete"),
 }
 
 
@@ -391,20 +430,36 @@ class ReviewStore:
         return True
 
     def tag_many(self, run_id: str, indices, category: str, reviewer: str) -> int:
-        """Tag many images in one transaction; returns how many were newly tagged."""
+        """Tag many images as one action (one transaction, one `undo`); returns how many were newly tagged.
+
+        Images already tagged keep their tag and get no event, so undoing the action
+        leaves them tagged. `indices`: ints or an int array in 0..9999 (repeats ignored).
+        """
+        return self._set_many(run_id, indices, category, reviewer, on=True)
+
+    def untag_many(self, run_id: str, indices, category: str, reviewer: str) -> int:
+        """Remove a tag from many images as one action (one `undo` puts them all back);
+        returns how many were tagged before."""
+        return self._set_many(run_id, indices, category, reviewer, on=False)
+
+    def _set_many(self, run_id, indices, category, reviewer, on: bool) -> int:
         run_id, reviewer = _check_run(run_id), _check_reviewer(reviewer)
         indices = [_check_index(i) for i in _as_index_list(indices)]
         with self._write() as conn:
             key = self._check_category(conn, category)
             active = set(self._active_indices(conn, reviewer, "tag", key))
-            new = [i for i in dict.fromkeys(indices) if i not in active]
+            changed = [i for i in dict.fromkeys(indices) if (i in active) != on]
+            if not changed:
+                return 0
+            action = "add" if on else "remove"
+            batch = _new_batch(conn, reviewer, run_id, "tag_many" if on else "untag_many", key, len(changed))
             at = now()
             conn.executemany(
-                "INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action) "
-                "VALUES (?, ?, ?, ?, 'tag', ?, 'add')",
-                [(at, reviewer, run_id, i, key) for i in new],
+                "INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action, batch) "
+                "VALUES (?, ?, ?, ?, 'tag', ?, ?, ?)",
+                [(at, reviewer, run_id, i, key, action, batch) for i in changed],
             )
-        return len(new)
+        return len(changed)
 
     @staticmethod
     def _active_indices(conn, reviewer, kind, key) -> list[int]:
@@ -478,11 +533,14 @@ class ReviewStore:
     # -- undo --
 
     def undo(self, reviewer: str, run_id: str | None = None) -> dict | None:
-        """Undo the reviewer's latest change (optionally only among `run_id`'s).
+        """Undo the reviewer's latest action (optionally only among `run_id`'s).
 
-        Records a new event restoring the key's previous state. Returns the undone
-        event as a dict (keys of `EVENT_COLUMNS`) plus `undone_by` (the new event's
-        id), or None when there is nothing left to undo.
+        An action is one edit, or a whole bulk action (`tag_many`, `untag_many`): all of
+        its events are reverted in one transaction, each key restored to its state
+        before the event (new events recording that; the undo of a bulk action is itself
+        one batch). Returns the action's first event as a dict (keys of `EVENT_COLUMNS`)
+        plus `undone_by` (the id of the event that reverted it) and `count` (events
+        reverted: 1 for a single edit), or None when there is nothing left to undo.
         """
         reviewer = _check_reviewer(reviewer)
         run_clause, params = ("AND run_id = ?", (reviewer, _check_run(run_id))) if run_id else ("", (reviewer,))
@@ -495,23 +553,28 @@ class ReviewStore:
             ).fetchone()
             if row is None:
                 return None
-            event = _row_dict(row)
-            prev = conn.execute(
-                f"{_SELECT_EVENTS} WHERE kind = ? AND reviewer = ? AND idx = ? AND key = ? "
-                "AND id < ? ORDER BY id DESC LIMIT 1",
-                (event["kind"], reviewer, event["idx"], event["key"], event["id"]),
-            ).fetchone()
-            prev = _row_dict(prev) if prev is not None else None
-            if prev is not None:
-                action, value, label, run = prev["action"], prev["value"], prev["suggested_label"], prev["run_id"]
-            else:
-                action = "remove" if event["kind"] == "tag" else "clear"
-                value, label, run = None, None, event["run_id"]
-            new_id = _insert(
-                conn, reviewer, run, event["idx"], event["kind"], event["key"], action, value, label,
-                undoes=event["id"],
+            latest = _row_dict(row)
+            if latest["batch"] is None:
+                events = [latest]
+            else:  # the whole action; none of it can have been undone on its own
+                events = [_row_dict(r) for r in conn.execute(
+                    f"{_SELECT_EVENTS} e WHERE batch = ? AND undoes IS NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM review_events u WHERE u.undoes = e.id) ORDER BY id",
+                    (latest["batch"],),
+                )]
+            reverts = [_revert(event, prev) for event, prev in zip(events, _previous_events(conn, events))]
+            batch = None
+            if latest["batch"] is not None:
+                batch = _new_batch(conn, reviewer, latest["run_id"], "undo", latest["key"], len(events))
+            at = now()
+            conn.executemany(
+                "INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action, value, "
+                "suggested_label, undoes, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(at, reviewer, *revert, batch) for revert in reverts],
             )
-        return {**_public_event(event), "undone_by": new_id}
+            first = events[0]
+            undone_by = conn.execute("SELECT id FROM review_events WHERE undoes = ?", (first["id"],)).fetchone()[0]
+        return {**_public_event(first), "undone_by": int(undone_by), "count": len(events)}
 
     # -- queries --
 
@@ -625,17 +688,60 @@ def _state(conn, kind, reviewer, index, key) -> dict | None:
 
 
 def _insert(conn, reviewer, run_id, index, kind, key, action, value=None, label=None, undoes=None) -> int:
-    cur = conn.execute(
+    """Append one single-edit event; its id."""
+    return conn.execute(
         "INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action, value, "
-        "suggested_label, undoes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "suggested_label, undoes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (now(), reviewer, run_id, index, kind, key, action, value, label, undoes),
-    )
-    return cur.lastrowid
+    ).fetchone()[0]
+
+
+def _new_batch(conn, reviewer, run_id, action, key, size) -> int:
+    """Record one bulk action in `review_batches`; its id (the events' `batch`)."""
+    return conn.execute(
+        "INSERT INTO review_batches (at, reviewer, run_id, action, key, size) "
+        "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        (now(), reviewer, run_id, action, key, size),
+    ).fetchone()[0]
+
+
+def _previous_events(conn, events: list[dict]) -> list[dict | None]:
+    """For each event, the event before it on the same key (None when it was the first)."""
+    if len(events) == 1:
+        e = events[0]
+        row = conn.execute(
+            f"{_SELECT_EVENTS} WHERE kind = ? AND reviewer = ? AND idx = ? AND key = ? "
+            "AND id < ? ORDER BY id DESC LIMIT 1",
+            (e["kind"], e["reviewer"], e["idx"], e["key"], e["id"]),
+        ).fetchone()
+        return [_row_dict(row) if row is not None else None]
+    # A bulk action's events in one query (its keys are distinct: one event per image).
+    fields = ", ".join(f"p.{f}" for f in EVENT_FIELDS)
+    rows = conn.execute(
+        f"SELECT e.id, {fields} FROM review_events e LEFT JOIN review_events p ON p.id = ("
+        "SELECT MAX(q.id) FROM review_events q WHERE q.kind = e.kind AND q.reviewer = e.reviewer "
+        "AND q.idx = e.idx AND q.key = e.key AND q.id < e.id) WHERE e.batch = ?",
+        (events[0]["batch"],),
+    ).fetchall()
+    by_id = {r[0]: (_row_dict(r[1:]) if r[1] is not None else None) for r in rows}
+    return [by_id[e["id"]] for e in events]
+
+
+def _revert(event: dict, prev: dict | None) -> tuple:
+    """(run_id, idx, kind, key, action, value, suggested_label, undoes) of the event that
+    restores `event`'s key to `prev`, its state before `event` (inactive when None)."""
+    if prev is not None:
+        action, value, label, run = prev["action"], prev["value"], prev["suggested_label"], prev["run_id"]
+    else:
+        action = "remove" if event["kind"] == "tag" else "clear"
+        value, label, run = None, None, event["run_id"]
+    return run, event["idx"], event["kind"], event["key"], action, value, label, event["id"]
 
 
 # The table's columns in order; queries select them explicitly so rows map onto these.
 EVENT_FIELDS = (
     "id", "at", "reviewer", "run_id", "idx", "kind", "key", "action", "value", "suggested_label", "undoes",
+    "batch",
 )
 _SELECT_EVENTS = f"SELECT {', '.join(EVENT_FIELDS)} FROM review_events"
 
@@ -652,7 +758,7 @@ def _public_event(e: dict) -> dict:
         "index": e["idx"], "kind": kind, "category": e["key"] if kind == "tag" else None,
         "action": e["action"], "note": e["value"] if kind == "note" else None,
         "verdict": e["value"] if kind == "mislabel" else None,
-        "suggested_label": e["suggested_label"], "undoes": e["undoes"],
+        "suggested_label": e["suggested_label"], "undoes": e["undoes"], "batch": e["batch"],
     }
 
 
@@ -719,6 +825,7 @@ def _events_frame(rows) -> pd.DataFrame:
             "verdict": raw["value"].where(raw["kind"] == "mislabel"),
             "suggested_label": raw["suggested_label"].astype("Int64"),
             "undoes": raw["undoes"].astype("Int64"),
+            "batch": raw["batch"].astype("Int64"),
         },
         columns=EVENT_COLUMNS,
     )
