@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="(re)write predictions.parquet and metrics.json of a run")
     pr.add_argument("--run", required=True, help="run id")
 
+    ev = sub.add_parser("evidence", help="(re)compute a run's evidence: embeddings, neighbours, saliency, map, slices")
+    ev.add_argument("--run", required=True, help="run id (its model.keras must be kept)")
+    ev.add_argument("--test-only", action="store_true",
+                    help="skip the 50,000 training images (no neighbours or near-duplicates)")
+
     sub.add_parser("runs", help="table of runs with state and accuracy")
 
     e = sub.add_parser("export", help="error-category CSV of a run's reviewed images")
@@ -94,6 +99,8 @@ def _dispatch(args) -> int:
             return _train(args)
         if args.command == "predict":
             return _predict(args.run)
+        if args.command == "evidence":
+            return _evidence(args.run, with_train=not args.test_only)
         if args.command == "runs":
             return _runs()
         if args.command == "export":
@@ -205,6 +212,15 @@ def _train(args) -> int:
         f"cross-group errors {metrics['cross_group_errors']}, {metrics['seconds'] / 60:.1f} min"
     )
     return EXIT_OK
+
+
+def _evidence(run_id: str, with_train: bool) -> int:
+    check_runs_exist([run_id])
+    import_tensorflow_quietly()
+    from cifar_mtl.training.evidence import evidence_run
+
+    evidence_run(run_id, with_train=with_train)
+    return 0
 
 
 def _predict(run_id: str) -> int:

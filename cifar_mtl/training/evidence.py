@@ -1,0 +1,253 @@
+"""The model's side of a run's evidence: embeddings and saliency maps.
+
+`embed` runs the model up to its pooled penultimate features (the `pool` layer every
+backbone ends in, see `models.build_model`); `saliency_maps` explains a class score
+per pixel; `write_evidence` writes both into a run folder and hands the embeddings to
+`cifar_mtl.evidence.build` for the neighbours, near-duplicates, map and slices.
+
+Saliency: Grad-CAM weighs the last spatial feature map by its pooled gradients, but
+that map is 3x3 for airbench, 4x4 for ResNet-9 and 1x1 for EfficientNetV2B1 at 32x32.
+SmoothGrad (Smilkov et al. 2017: the input gradient averaged over noisy copies) is
+per pixel on every backbone. `compare_saliency` measures both on real errors with the
+deletion score (Petsiuk et al. 2018: how fast the class probability falls as the most
+salient pixels are removed first; lower is better); docs/design.md gives the figures
+behind `SALIENCY_METHOD`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from cifar_mtl import runs
+from cifar_mtl.cifar10 import load_cifar10, load_test_set, resolve_source
+from cifar_mtl.config import TrainConfig, make_config
+from cifar_mtl.errors import UserError
+from cifar_mtl.predictions import validate_predictions
+from cifar_mtl.training.models import BACKBONE_NAME, ScaledShift
+from cifar_mtl.training.pipeline import PREDICT_BATCH, predict_dataset
+from cifar_mtl.training.tracking import CancelFlag
+
+SALIENCY_METHODS = ("gradcam", "smoothgrad")
+SALIENCY_METHOD = "smoothgrad"
+SMOOTHGRAD_SAMPLES = 12
+SMOOTHGRAD_NOISE = 0.15  # the noise's standard deviation, as a fraction of the pixel range
+SALIENCY_BATCH = 128
+
+
+def load_model(folder: Path):
+    """The run folder's saved Keras model (model.keras), without its training state."""
+    path = Path(folder) / runs.MODEL_FILE
+    if not path.exists():
+        raise runs.RunError(
+            f"{path} is missing: evidence needs the trained model; retrain the run to get it"
+        )
+    custom = {keras.saving.get_registered_name(ScaledShift): ScaledShift}
+    return keras.models.load_model(path, compile=False, custom_objects=custom)
+
+
+def _probe_model(model):
+    """image (B, 32, 32, 3) in [0, 255] -> [feature map (B, s, s, C), features (B, D), class (B, 10)].
+
+    The layers are the model's own (shared weights); dropout is left out, as at inference.
+    """
+    inputs = keras.Input(shape=(32, 32, 3), name="image")
+    x = inputs
+    if any(layer.name == "resize" for layer in model.layers):
+        x = model.get_layer("resize")(x)
+    fmap = model.get_layer(BACKBONE_NAME)(x)
+    features = model.get_layer("pool")(fmap)
+    probs = model.get_layer("class")(features)
+    return keras.Model(inputs, [fmap, features, probs], name=f"{model.name}_probe")
+
+
+def embed(model, images: np.ndarray, batch_size: int = PREDICT_BATCH, probe=None) -> np.ndarray:
+    """Pooled penultimate features of uint8 images (N, 32, 32, 3): float32 (N, D), L2-normalised."""
+    probe = probe or _probe_model(model)
+    features = keras.Model(probe.input, probe.outputs[1])
+    out = features.predict(predict_dataset(images, batch_size), verbose=0)
+    out = np.asarray(out, dtype=np.float32)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.maximum(norms, 1e-12)
+
+
+def _class_scores(probs, classes):
+    return tf.gather(tf.cast(probs, tf.float32), classes, axis=1, batch_dims=1)
+
+
+def _logit_scores(probe, features, classes):
+    """The class head's pre-softmax scores for `classes`: their gradients do not vanish when
+    the softmax saturates, as the probabilities' do (the usual target of both methods)."""
+    head = probe.get_layer("class")
+    kernel, bias = (tf.cast(w, tf.float32) for w in (head.kernel, head.bias))
+    logits = tf.matmul(tf.cast(features, tf.float32), kernel) + bias
+    return _class_scores(logits, classes)
+
+
+def gradcam(probe, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Grad-CAM at the last spatial layer for `classes` (N,): float32 (N, 32, 32) in [0, 1]."""
+    x = tf.convert_to_tensor(images, tf.float32)
+    with tf.GradientTape() as tape:
+        fmap, features, _ = probe(x, training=False)
+        tape.watch(fmap)
+        score = _logit_scores(probe, features, classes)
+    grads = tf.cast(tape.gradient(score, fmap), tf.float32)
+    fmap = tf.cast(fmap, tf.float32)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * fmap, axis=-1, keepdims=True))
+    cam = tf.image.resize(cam, (32, 32), method="bilinear")[..., 0]
+    return _unit_range(cam.numpy())
+
+
+def smoothgrad(
+    probe, images: np.ndarray, classes: np.ndarray, samples: int = SMOOTHGRAD_SAMPLES,
+    noise: float = SMOOTHGRAD_NOISE, seed: int = 0,
+) -> np.ndarray:
+    """SmoothGrad for `classes` (N,): the input gradient's magnitude over `samples` noisy
+    copies (noise std `noise` x 255), summed over colour channels; float32 (N, 32, 32) in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(images, np.float32)
+    total = np.zeros(x.shape[:3], np.float32)
+    for _ in range(samples):
+        noisy = tf.convert_to_tensor(x + rng.normal(0.0, noise * 255.0, x.shape).astype(np.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(noisy)
+            _, features, _ = probe(noisy, training=False)
+            score = _logit_scores(probe, features, classes)
+        grad = tf.cast(tape.gradient(score, noisy), tf.float32).numpy()
+        total += np.abs(grad).sum(axis=-1)
+    return _unit_range(total / samples)
+
+
+def _unit_range(maps: np.ndarray) -> np.ndarray:
+    """Each map scaled to [0, 1] by its own maximum (all-zero maps stay zero)."""
+    maps = np.asarray(maps, np.float32)
+    peak = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
+    return np.where(peak > 0, maps / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
+
+
+def saliency_maps(
+    model, images: np.ndarray, classes: np.ndarray, method: str = SALIENCY_METHOD,
+    batch_size: int = SALIENCY_BATCH, probe=None, cancel: CancelFlag | None = None,
+) -> np.ndarray:
+    """Per-pixel saliency of uint8 images (N, 32, 32, 3) for `classes` (N,): uint8 (N, 32, 32), 255 = most salient."""
+    if method not in SALIENCY_METHODS:
+        raise UserError(f"unknown saliency method {method!r}; expected one of {SALIENCY_METHODS}")
+    probe = probe or _probe_model(model)
+    fn = gradcam if method == "gradcam" else smoothgrad
+    classes = np.asarray(classes, np.int32)
+    out = np.zeros((len(images), 32, 32), np.uint8)
+    for start in range(0, len(images), batch_size):
+        if cancel is not None:
+            cancel.check()
+        stop = start + batch_size
+        maps = fn(probe, images[start:stop], classes[start:stop])
+        out[start:stop] = np.round(maps * 255).astype(np.uint8)
+    return out
+
+
+def deletion_score(
+    probe, images: np.ndarray, classes: np.ndarray, maps: np.ndarray, steps: int = 16,
+    batch_size: int = SALIENCY_BATCH,
+) -> np.ndarray:
+    """Deletion score per image (N,): the mean class probability as the most salient pixels are
+    replaced by the image's mean colour, 1/steps of the pixels at a time (lower: the map found
+    what the score rests on)."""
+    images = np.asarray(images, np.float32)
+    n = len(images)
+    order = np.argsort(-maps.reshape(n, -1).astype(np.float32) + 1e-6 * np.random.default_rng(0).random((n, 1024)), axis=1)
+    fill = images.mean(axis=(1, 2), keepdims=True)
+    curve = np.zeros((n, steps + 1), np.float32)
+    for step in range(steps + 1):
+        k = round(step * 1024 / steps)
+        mask = np.zeros((n, 1024), bool)
+        np.put_along_axis(mask, order[:, :k], True, axis=1)
+        mask = mask.reshape(n, 32, 32, 1)
+        deleted = np.where(mask, fill, images)
+        for start in range(0, n, batch_size):
+            _, _, probs = probe(tf.convert_to_tensor(deleted[start:start + batch_size]), training=False)
+            curve[start:start + batch_size, step] = _class_scores(probs, classes[start:start + batch_size]).numpy()
+    return curve.mean(axis=1)
+
+
+def compare_saliency(model, images: np.ndarray, classes: np.ndarray, methods=SALIENCY_METHODS) -> dict:
+    """Deletion score (mean over images; lower is better) and seconds per image of each method."""
+    probe = _probe_model(model)
+    result = {}
+    for method in methods:
+        t0 = time.perf_counter()
+        maps = saliency_maps(model, images, classes, method, probe=probe)
+        seconds = (time.perf_counter() - t0) / len(images)
+        score = deletion_score(probe, images, classes, maps)
+        result[method] = {"deletion": float(score.mean()), "seconds_per_image": seconds}
+    random_maps = np.random.default_rng(0).integers(0, 256, (len(images), 32, 32)).astype(np.uint8)
+    result["random"] = {"deletion": float(deletion_score(probe, images, classes, random_maps).mean()),
+                        "seconds_per_image": 0.0}
+    return result
+
+
+def write_evidence(
+    folder: Path, model, x_test: np.ndarray, y_test: np.ndarray,
+    x_train: np.ndarray | None = None, y_train: np.ndarray | None = None,
+    log=print, cancel: CancelFlag | None = None,
+) -> dict:
+    """Write every evidence file of a run whose predictions.parquet exists; return {step: seconds}.
+
+    Embeddings of the test images (and of the training images when given), saliency of
+    every misclassified test image for its predicted and its true class, then
+    `evidence.build.build_evidence` (neighbours, near-duplicates, map, slices).
+    """
+    from cifar_mtl.evidence import files
+    from cifar_mtl.evidence.build import build_evidence
+
+    folder = Path(folder)
+    predictions = validate_predictions(pd.read_parquet(folder / runs.PREDICTIONS_FILE), expected_rows=len(y_test))
+    probe = _probe_model(model)
+    seconds = {}
+    t0 = time.perf_counter()
+    test_emb = embed(model, x_test, probe=probe)
+    train_emb = embed(model, x_train, probe=probe) if x_train is not None else None
+    files.write_embeddings(folder, test_emb, train_emb)
+    seconds["embeddings"] = time.perf_counter() - t0
+    if cancel is not None:
+        cancel.check()
+
+    t0 = time.perf_counter()
+    errors = predictions[~predictions["correct"]]
+    index = errors["index"].to_numpy()
+    pred_map = saliency_maps(model, x_test[index], errors["pred"].to_numpy(), probe=probe, cancel=cancel)
+    true_map = saliency_maps(model, x_test[index], errors["label"].to_numpy(), probe=probe, cancel=cancel)
+    files.write_saliency(folder, index, pred_map, true_map)
+    seconds["saliency"] = time.perf_counter() - t0
+
+    seconds.update(build_evidence(
+        folder, predictions, test_emb, train_emb, y_train, test_images=x_test, train_images=x_train,
+    ))
+    log("wrote evidence (" + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + ")")
+    return seconds
+
+
+def evidence_run(run_id: str, home_dir=None, with_train: bool = True, log=print) -> dict:
+    """(Re)compute a run's evidence files from its saved model; returns {step: seconds}.
+
+    `with_train`: also embed the 50,000 training images (needed for neighbours and
+    near-duplicates); without the training set at hand, only the test side is written.
+    """
+    folder = runs.run_dir(run_id, home_dir)
+    if not (folder / runs.PREDICTIONS_FILE).exists():
+        raise runs.RunError(
+            f"run {run_id!r} has no {runs.PREDICTIONS_FILE}; run `python -m cifar_mtl predict --run {run_id}` first"
+        )
+    config: TrainConfig = make_config(runs.load_config(run_id, home_dir))
+    model = load_model(folder)
+    source = resolve_source(config.data_dir)
+    if with_train:
+        data = load_cifar10(source, allow_download=False)
+        return write_evidence(folder, model, data.x_test, data.y_test, data.x_train, data.y_train, log)
+    x_test, y_test = load_test_set(source)
+    return write_evidence(folder, model, x_test, y_test, log=log)

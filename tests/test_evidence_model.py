@@ -1,0 +1,74 @@
+"""The model's side of the evidence (cifar_mtl.training.evidence): embeddings, saliency, and
+every evidence file written for a trained run of each backbone."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from cifar_mtl.training import evidence as ev  # noqa: E402
+from cifar_mtl.training.models import build_model  # noqa: E402
+
+
+def _top_left_model():
+    """A model whose class scores see only the image's top-left 16x16 quarter."""
+    pixels = keras.Input((32, 32, 3))
+    x = keras.layers.Cropping2D(((0, 16), (0, 16)))(pixels)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    base = keras.Model(pixels, x, name="backbone")
+    inputs = keras.Input((32, 32, 3), name="image")
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(base(inputs))
+    probs = keras.layers.Dense(10, activation="softmax", name="class")(features)
+    return keras.Model(inputs, {"class": probs})
+
+
+def _images(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3)).astype(np.uint8)
+
+
+def test_smoothgrad_shows_only_the_pixels_the_score_depends_on():
+    maps = ev.saliency_maps(_top_left_model(), _images(6), np.arange(6), method="smoothgrad")
+    assert maps.shape == (6, 32, 32) and maps.dtype == np.uint8
+    assert (maps[:, :16, :16].reshape(6, -1).max(axis=1) == 255).all()
+    assert maps[:, 16:, :].max() == 0 and maps[:, :, 16:].max() == 0
+
+
+@pytest.mark.parametrize("method", ev.SALIENCY_METHODS)
+def test_saliency_of_each_backbone_is_one_map_per_image(method):
+    model = build_model(backbone="resnet9", variant="multitask", resnet_width=8, pooling="max")
+    maps = ev.saliency_maps(model, _images(5), np.array([0, 1, 2, 3, 4]), method=method, batch_size=2)
+    assert maps.shape == (5, 32, 32) and maps.dtype == np.uint8 and maps.max() > 0
+
+
+def test_unknown_saliency_method_is_refused():
+    with pytest.raises(Exception, match="unknown saliency method 'lime'"):
+        ev.saliency_maps(_top_left_model(), _images(1), np.array([0]), method="lime")
+
+
+@pytest.mark.parametrize("backbone", ["airbench", "resnet9", "efficientnetv2b1"])
+def test_embeddings_are_the_pooled_features_l2_normalised(backbone):
+    model = build_model(backbone=backbone, variant="single", resnet_width=8)
+    images = _images(7)
+    emb = ev.embed(model, images, batch_size=3)
+    pooled = keras.Model(model.input, model.get_layer("pool").output).predict(images.astype(np.float32), verbose=0)
+    assert emb.shape == (7, pooled.shape[1]) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    expected = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    np.testing.assert_allclose(emb, expected, atol=2e-2)  # bf16 policies may differ between the two calls
+
+
+def test_deletion_score_falls_faster_when_the_right_pixels_go_first():
+    """On the top-left model, deleting the top-left quarter first moves the score; deleting the
+    rest first does not, so the curves (and their means) differ."""
+    model = _top_left_model()
+    probe = ev._probe_model(model)
+    images = _images(4)
+    classes = np.argmax(model.predict(images.astype(np.float32), verbose=0)["class"], axis=1)
+    right = np.zeros((4, 32, 32), np.uint8)
+    right[:, :16, :16] = 255
+    wrong = 255 - right
+    base = probe(images.astype(np.float32))[2].numpy()[np.arange(4), classes]
+    right_score = ev.deletion_score(probe, images, classes, right, steps=4)
+    wrong_score = ev.deletion_score(probe, images, classes, wrong, steps=4)
+    # With the wrong map, the first three quarters deleted leave the score untouched.
+    assert np.all(np.abs(wrong_score - base) < np.abs(right_score - base) + 1e-7)
