@@ -13,6 +13,17 @@ reconciles it: a running job whose worker is gone (or whose pid now belongs to
 another process, see `processes`) takes the run's final state from `status.json`,
 or becomes `failed` with the reason. Nothing here imports TensorFlow.
 
+Jobs on other machines: `python -m cifar_mtl worker` (`cifar_mtl.worker`) claims
+queued jobs from a shared database (`CIFAR_MTL_DB`) and trains them into a shared run
+folder (`CIFAR_MTL_HOME`). Whoever runs a job (a worker, or this machine's
+supervisor) records itself as `worker` ("host:pid") and refreshes `heartbeat_at`
+every `HEARTBEAT_S`. A reader checks a job it can see from its own machine (same host
+and boot) by pid as above; a job on another machine by its heartbeat: older than
+`stale_after` seconds means the worker (or its machine) is gone, and the job fails
+with that reason. `cancel()` signals a job on this machine itself; on another machine
+it records the request, which that machine's worker polls, and waits for the outcome.
+With `CIFAR_MTL_LOCAL_JOBS=0` the app starts no supervisor: only workers run jobs.
+
 Workers and the supervisor run `sys.executable -m cifar_mtl` in the folder that
 holds this very `cifar_mtl` package (`PACKAGE_PARENT`): `-m` puts the working
 folder first on the child's import path, so the child runs the same code as its
@@ -27,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -51,7 +63,8 @@ from cifar_mtl.stores.database import default_path, now, parse_time
 from cifar_mtl.stores.jobqueue import FINAL_STATES, JOB_COLUMNS, JobError, JobQueue, JobStoreError
 
 __all__ = ["JobRunner", "JobError", "JobStoreError", "FINAL_STATES", "JOB_COLUMNS", "worker_alive",
-           "config_problems", "clone_values", "progress_fraction", "progress_summary"]
+           "worker_name", "worker_host", "config_problems", "clone_values", "progress_fraction",
+           "progress_summary"]
 
 LOCK_FILE = "jobs-supervisor.lock"
 SUPERVISOR_LOG = "jobs-supervisor.log"
@@ -62,6 +75,15 @@ EXIT_OK, EXIT_USAGE = 0, 2
 # The folder holding this cifar_mtl package: the children's working folder (see above).
 PACKAGE_PARENT = Path(cifar_mtl.__file__).resolve().parent.parent
 
+# Whoever runs a job refreshes its heartbeat this often; a reader on another machine
+# fails the job once the heartbeat is older than STALE_S (a few missed beats: a worker
+# busy starting TensorFlow still beats, from its own loop).
+HEARTBEAT_S = 5.0
+STALE_S = 60.0
+# How long cancel() waits for another machine's worker to stop a job, beyond the grace.
+REMOTE_CANCEL_WAIT_S = 30.0
+LOCAL_JOBS_ENV = "CIFAR_MTL_LOCAL_JOBS"  # "0": the app starts no supervisor; workers run the jobs
+
 # Settings for the Getting started demo: both variants, a small subset, one epoch.
 DEMO_BASE = {"train_subset": 1000, "finetune_epochs": 1, "augment": "none", "batch_size": 64, "val_split": 0.1}
 
@@ -70,6 +92,21 @@ def worker_alive(pid: int | None, pid_start: int | None, boot: str | None, run_i
     """Whether `pid` is still this job's worker: alive, not a zombie, same start time and
     boot, and `run_id` on its command line (`processes.process_alive`)."""
     return process_alive(pid, pid_start, boot, run_id)
+
+
+def worker_name(pid: int | None = None) -> str:
+    """This process as a job's `worker`: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def worker_host(name: str | None) -> str | None:
+    """The host part of a `worker` name ("gpu-1:4242" -> "gpu-1"); None for None."""
+    return None if name is None else name.rsplit(":", 1)[0]
+
+
+def local_jobs_enabled() -> bool:
+    """Whether the app may run jobs on its own machine (`CIFAR_MTL_LOCAL_JOBS`, default yes)."""
+    return os.environ.get(LOCAL_JOBS_ENV, "1").strip().lower() not in ("0", "no", "false", "off")
 
 
 def _last_log_line(run_id: str, home_dir: Path) -> str | None:
@@ -94,10 +131,26 @@ def _child_env(home_dir: Path) -> dict:
     return env
 
 
-def _start(cmd: list[str], home_dir: Path, out) -> subprocess.Popen:
-    """Start `python -m cifar_mtl ...` detached: its own session, output to `out`."""
+def _start(cmd: list[str], home_dir: Path, out, die_with_parent: bool = False) -> subprocess.Popen:
+    """Start `python -m cifar_mtl ...` detached: its own session, output to `out`.
+
+    `die_with_parent`: the kernel SIGKILLs it when the starting process dies (Linux's
+    PR_SET_PDEATHSIG), so a worker that vanishes leaves no training behind to write a
+    run the job table has already called failed."""
     return subprocess.Popen(cmd, cwd=PACKAGE_PARENT, env=_child_env(home_dir), stdin=subprocess.DEVNULL,
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent_signal if die_with_parent else None)
+
+
+def die_with_parent_signal() -> None:
+    """In a child before exec: be SIGKILLed when the parent dies (Linux only; elsewhere nothing)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 # --- the runner ------------------------------------------------------------------------
@@ -112,19 +165,26 @@ class JobRunner:
             runner starts applies it.
         python: interpreter for the supervisor and workers.
         autostart: start a supervisor when jobs wait (False: only store and report;
-            someone else runs `python -m cifar_mtl jobs _supervise`).
+            someone else runs `python -m cifar_mtl jobs _supervise`, or workers run
+            them). Default: yes, unless `CIFAR_MTL_LOCAL_JOBS=0`.
+        stale_after: seconds without a heartbeat after which a job running on another
+            machine is taken for lost and failed.
     """
 
-    def __init__(self, home_dir=None, max_concurrent: int = 1, python: str = sys.executable, autostart: bool = True):
+    def __init__(self, home_dir=None, max_concurrent: int = 1, python: str = sys.executable,
+                 autostart: bool | None = None, stale_after: float = STALE_S):
         if not isinstance(max_concurrent, int) or max_concurrent < 1:
             raise ValueError(f"max_concurrent must be a whole number >= 1, got {max_concurrent!r}")
         self.home = _home(home_dir).resolve()
         self.max_concurrent = max_concurrent
         self.python = python
-        self.autostart = autostart
-        self.db_path = default_path(self.home)
+        self.autostart = local_jobs_enabled() if autostart is None else autostart
+        self.stale_after = float(stale_after)
+        self.worker_name = worker_name()
         self._spawned: list[subprocess.Popen] = []
-        self.queue = JobQueue(self.db_path)
+        self._beats: dict[int, float] = {}  # job id -> monotonic time of its last heartbeat
+        self.queue = JobQueue(default_path(self.home))
+        self.db_path = self.queue.where  # the file, or CIFAR_MTL_DB's URL without its password
 
     # the table ----------------------------------------------------------------------------
 
@@ -209,8 +269,16 @@ class JobRunner:
         if self._rows("queued", "running"):
             self.ensure_supervisor()
 
+    def is_local(self, job: dict) -> bool:
+        """Whether `job` runs (or ran) on this machine, so its pid can be checked and
+        signalled here: its worker's host is ours (jobs from before workers had none)."""
+        host = worker_host(job.get("worker"))
+        return host is None or host == socket.gethostname()
+
     def _reconcile(self, job: dict) -> str:
         """Bring one running job up to date with its worker; return its state."""
+        if not self.is_local(job):
+            return self._reconcile_remote(job)
         if job["pid"] is None:
             return self._reconcile_unlaunched(job)
         if worker_alive(job["pid"], job["pid_start"], job["boot_id"], job["run_id"]):
@@ -229,6 +297,20 @@ class JobRunner:
         if _age_s(job["started_at"]) < LAUNCH_TIMEOUT_S:
             return "running"
         return self._finish(job, None, reason="the job runner stopped while starting the worker")
+
+    def _reconcile_remote(self, job: dict) -> str:
+        """A job on another machine: alive while its worker's heartbeat is fresh."""
+        age = _age_s(job.get("heartbeat_at") or job["started_at"])
+        if age <= self.stale_after:
+            return "running"
+        return self._finish(job, None, reason=(
+            f"its worker {job.get('worker')} sent no heartbeat for {age:.0f} s (limit {self.stale_after:g} s): "
+            "the worker or its machine is gone"))
+
+    def finish(self, job: dict, exit_code: int | None, reason: str | None = None) -> str:
+        """Record the end of a running job whose training process is gone (its exit code,
+        or None when unknown); the run's status.json agrees after. Returns the job's state."""
+        return self._finish(job, exit_code, reason)
 
     def _finish(self, job: dict, exit_code: int | None, reason: str | None = None) -> str:
         """Record the end of a job whose worker is gone; the run's status.json agrees after."""
@@ -270,6 +352,8 @@ class JobRunner:
         if job["state"] in FINAL_STATES:
             return job["state"]
         self._update(job_id, "running", cancel_requested=1)
+        if not self.is_local(job):
+            return self._wait_for_remote_cancel(job_id, grace + REMOTE_CANCEL_WAIT_S)
         job = self._wait_for_pid(job_id)
         if job["state"] != "running":
             return job["state"]
@@ -279,6 +363,16 @@ class JobRunner:
         if killed and state == "cancelled":
             self._update(job_id, error=f"did not stop within {grace:g} s of SIGTERM; killed")
         return state
+
+    def _wait_for_remote_cancel(self, job_id: int, timeout: float) -> str:
+        """The job's state once its worker (on another machine) has acted on the cancel
+        request, or "running" if it has not within `timeout` s (the request stays)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self._row(job_id)
+            if job["state"] != "running" or time.monotonic() > deadline:
+                return job["state"] if job["state"] != "running" else self._reconcile(job)
+            time.sleep(0.2)
 
     def _wait_for_pid(self, job_id: int, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -342,6 +436,7 @@ class JobRunner:
         for job_id, proc in list(children.items()):
             code = proc.poll()
             if code is None:
+                self._beat(job_id)
                 continue
             del children[job_id]
             job = self._row(job_id)
@@ -351,16 +446,25 @@ class JobRunner:
         for job in self._rows("running"):
             if job["id"] not in children:
                 self._reconcile(job)
-        running = len(self._rows("running"))
-        for job in self._rows("queued")[: max(0, self.max_concurrent - running)]:
-            proc = self._launch(job)
+        # Slots are counted on this machine: workers elsewhere run theirs besides.
+        running = sum(1 for job in self._rows("running") if self.is_local(job))
+        for _ in range(max(0, self.max_concurrent - running)):
+            job = self.queue.claim(self.worker_name)
+            if job is None:
+                break
+            proc = self.launch(job)
             if proc is not None:
                 children[job["id"]] = proc
 
-    def _launch(self, job: dict) -> subprocess.Popen | None:
-        """Start one queued job's worker; None if it was cancelled meanwhile or failed to start."""
-        if not self._update(job["id"], "queued", state="running", started_at=now()):
-            return None
+    def _beat(self, job_id: int) -> None:
+        """Refresh the heartbeat of a job this process runs, at most every HEARTBEAT_S."""
+        if time.monotonic() - self._beats.get(job_id, 0.0) >= HEARTBEAT_S:
+            self.queue.heartbeat(job_id, self.worker_name)
+            self._beats[job_id] = time.monotonic()
+
+    def launch(self, job: dict, die_with_parent: bool = False) -> subprocess.Popen | None:
+        """Start the training process of a job this process has claimed (`JobQueue.claim`);
+        None if it failed to start (the job is then failed with the reason)."""
         folder = run_dir(job["run_id"], self.home)
         config_path = self.home / "jobs" / f"job-{job['id']}.json"
         cmd = [self.python, "-m", "cifar_mtl", "train", "--config", str(config_path),
@@ -372,7 +476,7 @@ class JobRunner:
             with open(folder / LOG_FILE, "ab") as log:
                 log.write(f"[{now_iso()}] job {job['id']}: starting {' '.join(cmd)}\n".encode())
                 log.flush()
-                proc = _start(cmd, self.home, log)
+                proc = _start(cmd, self.home, log, die_with_parent=die_with_parent)
         except OSError as exc:
             self._update(job["id"], "running", state="failed", finished_at=now(),
                          error=f"could not start the worker: {exc}")

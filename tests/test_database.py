@@ -10,7 +10,7 @@ import pytest
 from cifar_mtl.jobs import JobRunner
 from cifar_mtl.stores import reviews
 from cifar_mtl.stores.database import DB_FILE, LEGACY_FILE, SchemaError, default_path, now, parse_time
-from cifar_mtl.stores.jobqueue import JobStoreError
+from cifar_mtl.stores.jobqueue import JOBS_SCHEMA_VERSION, JobStoreError
 from cifar_mtl.stores.reviews import SCHEMA_VERSION, ReviewStore
 
 OLD_JOBS = """
@@ -95,7 +95,7 @@ def test_old_reviews_sqlite_is_renamed_losing_nothing(home, review_version, open
     job = runner.get(1, refresh=False)
     assert job["run_id"] == "old-run" and job["state"] == "succeeded"
     assert runner.submit({}, run_id="new-run") == 2
-    assert _versions(home / DB_FILE) == {"reviews": SCHEMA_VERSION, "jobs": 1}
+    assert _versions(home / DB_FILE) == {"reviews": SCHEMA_VERSION, "jobs": JOBS_SCHEMA_VERSION}
     assert "jobs_meta" not in _tables(home / DB_FILE)
     con = sqlite3.connect(home / DB_FILE)
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)

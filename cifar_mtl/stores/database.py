@@ -25,19 +25,35 @@ migrations and its own schema check, and never touches another's tables. A
   an old `reviews.sqlite` first (its WAL checkpointed into it, under a lock on the
   folder, so one process does it); when both files exist it refuses to guess.
 
-Everything that is particular to SQLite (connecting, pragmas, how a write
-transaction begins, catalogue queries, which errors are transient, detaching a
-file before a rename) is in `SQLiteEngine`, the boundary where a PostgreSQL engine
-would go. The stores' own SQL keeps to what both engines take where that is cheap
-(`INSERT ... ON CONFLICT ... DO UPDATE`); what is SQLite's own there (the review
-triggers' time arithmetic, `json_each`, `group_concat`, `?` placeholders) is named
-in each store.
+Two engines, one API. Everything particular to an engine (connecting, session
+settings, how a write transaction begins, catalogue queries, which errors are
+transient, the few SQL fragments that differ) is in `SQLiteEngine` or
+`PostgresEngine`:
+
+- SQLite (the default): `<home>/cifar-mtl.sqlite`, nothing to set up.
+- PostgreSQL (psycopg 3), for a team: `CIFAR_MTL_DB=postgresql://user:pass@host/db`.
+  Set, it *replaces the home's database*: every store asked for `<home>/cifar-mtl.sqlite`
+  (`default_path`, the app, the job runner, the command line) opens the PostgreSQL
+  database instead; an explicit other file or URL is opened as given. Write
+  transactions are `BEGIN` plus, where a store asks for it, a transaction-level
+  advisory lock on a key (the reviews lock per reviewer, so two reviewers never wait
+  on each other, while one reviewer's writes are serialised as SQLite serialises all
+  of them); migrations hold one advisory lock for the whole schema. Each store's
+  migrations exist for both engines (PostgreSQL's review triggers are plpgsql
+  functions). Connections are autocommit, so a read is one statement, as in SQLite.
+
+The stores write their SQL once with `?` placeholders; `PostgresEngine`'s connections
+translate them to psycopg's `%s`. What differs (`json_each` against
+`json_array_elements_text`, `group_concat` against `string_agg`) comes from the
+engine (`int_list_match`, `concat_ints`). `stores.copy` copies an SQLite database
+into PostgreSQL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import os
 import sqlite3
 import threading
@@ -49,6 +65,8 @@ from cifar_mtl.errors import UserError
 
 DB_FILE = "cifar-mtl.sqlite"
 LEGACY_FILE = "reviews.sqlite"  # the file's name before it held jobs too
+DB_ENV = "CIFAR_MTL_DB"  # a postgresql:// URL: the team database, in place of <home>/cifar-mtl.sqlite
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class SchemaError(UserError):
@@ -78,10 +96,54 @@ def short_time(text) -> str | None:
 
 
 def default_path(home_dir=None) -> Path:
-    """`<home>/cifar-mtl.sqlite`: the reviews and the job queue."""
+    """`<home>/cifar-mtl.sqlite`: the reviews and the job queue (see `resolve_target`
+    for `CIFAR_MTL_DB`, which replaces it)."""
     from cifar_mtl.runs import home
 
     return home(home_dir) / DB_FILE
+
+
+def is_postgres_url(target) -> bool:
+    return isinstance(target, str) and target.startswith(POSTGRES_SCHEMES)
+
+
+def team_url() -> str | None:
+    """`CIFAR_MTL_DB` when set (a postgresql:// URL), else None; SchemaError for anything else."""
+    url = os.environ.get(DB_ENV, "").strip()
+    if not url:
+        return None
+    if not is_postgres_url(url):
+        raise SchemaError(
+            f"{DB_ENV} must be a postgresql:// URL (e.g. postgresql://user:password@host:5432/cifar), "
+            f"got {redact(url)!r}; unset it to keep the reviews and jobs in <home>/{DB_FILE}"
+        )
+    return url
+
+
+def resolve_target(target):
+    """Where a store asked for `target` really goes: the `CIFAR_MTL_DB` URL when `target`
+    is a home's database file (named `cifar-mtl.sqlite`) and the variable is set, else
+    `target` itself (a path, or a postgresql:// URL)."""
+    if is_postgres_url(target):
+        return target
+    url = team_url() if Path(target).name == DB_FILE else None
+    return url if url is not None else Path(target)
+
+
+def default_target(home_dir=None):
+    """The database the stores use: `CIFAR_MTL_DB`'s URL if set, else `<home>/cifar-mtl.sqlite`."""
+    return resolve_target(default_path(home_dir))
+
+
+def redact(target) -> str:
+    """`target` for messages: a URL's password replaced by ***."""
+    text = str(target)
+    if not is_postgres_url(text):
+        return text
+    import re
+
+    text = re.sub(r"(://[^:/@?]*:)[^@/?]*@", r"\1***@", text)
+    return re.sub(r"(password=)[^&]*", r"\1***", text)
 
 
 def legacy_path(path) -> Path:
@@ -90,9 +152,12 @@ def legacy_path(path) -> Path:
 
 
 def database_exists(path) -> bool:
-    """Whether the database at `path` exists, under its name or still under the old one."""
-    path = Path(path)
-    return path.exists() or (path.name == DB_FILE and legacy_path(path).exists())
+    """Whether the database at `path` exists, under its name or still under the old one
+    (a PostgreSQL database, `CIFAR_MTL_DB` included, is taken to exist: it is the server's)."""
+    target = resolve_target(path)
+    if is_postgres_url(target):
+        return True
+    return target.exists() or (target.name == DB_FILE and legacy_path(target).exists())
 
 
 def rows_as_dicts(cursor) -> list[dict]:
@@ -111,7 +176,9 @@ class Component:
     Args:
         name: its row in `schema_version` ("reviews", "jobs").
         version: the schema version this code writes.
-        migrations: version -> function(conn) bringing the schema from version - 1.
+        migrations: version -> function(conn) bringing the schema from version - 1 (SQLite).
+        postgres_migrations: the same for PostgreSQL (same versions, same tables and
+            columns, PostgreSQL's types and plpgsql triggers).
         tables: version -> {table: columns} that version adds (checked on open).
         triggers: version -> trigger names that version adds (checked on open).
         label: what to call it in messages ("review" -> "review schema version 2").
@@ -127,6 +194,7 @@ class Component:
     name: str
     version: int
     migrations: Mapping[int, Callable]
+    postgres_migrations: Mapping[int, Callable] = field(default_factory=dict)
     tables: Mapping[int, Mapping[str, tuple]] = field(default_factory=dict)
     triggers: Mapping[int, tuple] = field(default_factory=dict)
     label: str = "database"
@@ -141,16 +209,15 @@ class Component:
             return self.unusable(path, exc)
         return f"{path} cannot be used as the {self.label} database ({exc}); move the file aside"
 
+    def migrations_for(self, engine) -> Mapping[int, Callable]:
+        return self.postgres_migrations if engine.name == "postgresql" else self.migrations
+
 
 # --- the engine boundary ----------------------------------------------------------------------
 
 
 class SQLiteEngine:
-    """What the layer needs from a database engine, for SQLite.
-
-    A PostgreSQL engine would connect from a URL, begin writes with a plain BEGIN,
-    read the catalogue from information_schema, and have nothing to detach.
-    """
+    """What the layer needs from a database engine, for SQLite (one file, one writer at a time)."""
 
     name = "sqlite"
     Error = sqlite3.Error
@@ -170,12 +237,17 @@ class SQLiteEngine:
         return conn
 
     @staticmethod
-    def begin_write(conn) -> None:
+    def begin_write(conn, lock: str | None = None) -> None:
+        # The write lock of the whole file, taken up front: `lock` adds nothing to it.
         conn.execute("BEGIN IMMEDIATE")
 
     @staticmethod
     def in_transaction(conn) -> bool:
         return conn.in_transaction
+
+    @staticmethod
+    def usable(conn) -> bool:
+        return True  # a file connection does not break under us
 
     @staticmethod
     def has_table(conn, table: str) -> bool:
@@ -184,12 +256,28 @@ class SQLiteEngine:
         ).fetchone() is not None
 
     @staticmethod
+    def tables(conn) -> list[str]:
+        return [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+
+    @staticmethod
     def columns(conn, table: str) -> set[str]:
         return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
     @staticmethod
     def triggers(conn) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+
+    @staticmethod
+    def int_list_match(column: str) -> str:
+        """SQL true when `column` is in the JSON list of integers bound to its one `?`."""
+        return f"{column} IN (SELECT value FROM json_each(?))"
+
+    @staticmethod
+    def concat_ints(expr: str, order: str) -> str:
+        """SQL aggregate: a group's `expr` values as '1,2,3' (every such aggregate of one
+        query in the same row order; SQLite keeps the scan's, so `order` is not needed)."""
+        return f"group_concat({expr})"
 
     def is_transient(self, exc: BaseException) -> bool:
         """A lock or busy error: worth a retry, not a verdict on the file."""
@@ -210,11 +298,162 @@ class SQLiteEngine:
             conn.close()
 
 
-# The engine's error class under an engine-neutral name, for callers outside the layer
-# (the command line) that report "the database cannot be used right now".
-EngineError = SQLiteEngine.Error
+class PostgresEngine:
+    """What the layer needs from a database engine, for PostgreSQL through psycopg 3.
 
-SQLITE = SQLiteEngine()
+    Connections are autocommit (a read is one statement; a write transaction is an
+    explicit BEGIN ... COMMIT, as in SQLite) and wrapped in `PostgresConnection`, which
+    takes the stores' `?` placeholders. `lock_timeout` is the layer's timeout, so a
+    writer waiting on another's lock past it gets a transient error, like SQLite's busy
+    timeout. psycopg is imported on first use: SQLite users never load it.
+    """
+
+    name = "postgresql"
+    SCHEMA_LOCK = "cifar-mtl:schema"
+
+    def __init__(self):
+        import psycopg
+
+        self.psycopg = psycopg
+        self.Error = psycopg.Error
+        self.DatabaseError = psycopg.DatabaseError
+        self.IntegrityError = psycopg.IntegrityError
+        self.ProgrammingError = psycopg.ProgrammingError
+
+    def connect(self, url: str, timeout: float):
+        conn = self.psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)),
+                                    application_name="cifar-mtl")
+        try:
+            conn.execute(f"SET lock_timeout = {int(timeout * 1000)}")
+        except BaseException:
+            conn.close()
+            raise
+        return PostgresConnection(conn)
+
+    @staticmethod
+    def begin_write(conn, lock: str | None = None) -> None:
+        """BEGIN, then (with `lock`) the transaction-level advisory lock on that key, held to
+        COMMIT or ROLLBACK: writers with the same key run one at a time."""
+        conn.execute("BEGIN")
+        if lock is not None:
+            try:
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (lock,))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def in_transaction(self, conn) -> bool:
+        return conn.raw.info.transaction_status != self.psycopg.pq.TransactionStatus.IDLE
+
+    @staticmethod
+    def usable(conn) -> bool:
+        """False once the server closed the session (a restart, a network cut): open a new one."""
+        return not (conn.raw.closed or conn.raw.broken)
+
+    @staticmethod
+    def has_table(conn, table: str) -> bool:
+        return conn.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_name = ?", (table,)
+        ).fetchone() is not None
+
+    @staticmethod
+    def tables(conn) -> list[str]:
+        return [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name")]
+
+    @staticmethod
+    def columns(conn, table: str) -> set[str]:
+        return {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = ?", (table,))}
+
+    @staticmethod
+    def triggers(conn) -> set[str]:
+        return {r[0] for r in conn.execute(
+            "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal")}
+
+    @staticmethod
+    def int_list_match(column: str) -> str:
+        return f"{column} IN (SELECT CAST(value AS INTEGER) FROM json_array_elements_text(CAST(? AS json)))"
+
+    @staticmethod
+    def concat_ints(expr: str, order: str) -> str:
+        return f"string_agg(CAST({expr} AS TEXT), ',' ORDER BY {order})"
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Lock waits, deadlocks, serialisation failures: worth a retry."""
+        errors = self.psycopg.errors
+        return isinstance(exc, (errors.LockNotAvailable, errors.DeadlockDetected, errors.SerializationFailure))
+
+    def detach(self, path, timeout: float) -> None:  # pragma: no cover - no files to rename
+        raise NotImplementedError("a PostgreSQL database has no file to rename")
+
+
+class PostgresConnection:
+    """A psycopg connection that runs the stores' SQL: `?` placeholders become `%s`
+    (and a literal `%` is doubled) when parameters are passed. The stores' SQL never
+    has `?` inside a string literal."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def execute(self, sql: str, params=None):
+        if params is None:
+            return self.raw.execute(sql)
+        return self.raw.execute(_placeholders(sql), params)
+
+    def executemany(self, sql: str, rows):
+        cur = self.raw.cursor()
+        cur.executemany(_placeholders(sql), list(rows))
+        return cur
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+@functools.lru_cache(maxsize=512)
+def _placeholders(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+_ENGINES: dict[str, object] = {"sqlite": SQLiteEngine()}
+
+
+def engine_for(target):
+    """The engine for `target`: PostgreSQL for a postgresql:// URL, else SQLite."""
+    name = "postgresql" if is_postgres_url(target) else "sqlite"
+    if name not in _ENGINES:
+        try:
+            _ENGINES[name] = PostgresEngine()
+        except ImportError:
+            raise SchemaError(
+                f"{redact(target)} is a PostgreSQL database but psycopg is not installed: "
+                "pip install 'psycopg[binary]' (or unset CIFAR_MTL_DB to use SQLite)"
+            ) from None
+    return _ENGINES[name]
+
+
+def _engine_errors() -> tuple:
+    errors = [sqlite3.Error]
+    try:
+        import psycopg
+
+        errors.append(psycopg.Error)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+# Every engine's error class under one name, for callers outside the layer (the command
+# line) that report "the database cannot be used right now".
+EngineError = _engine_errors()
+
+SQLITE = _ENGINES["sqlite"]
 
 _SCHEMA_VERSION_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
@@ -225,32 +464,43 @@ _SCHEMA_VERSION_TABLE = (
 
 
 class Database:
-    """`component`'s view of the database file at `path`: connections, migrations, transactions.
+    """`component`'s view of the database at `path`: connections, migrations, transactions.
 
-    Opening it renames an old `reviews.sqlite` beside a `cifar-mtl.sqlite` path, then
-    opens a connection at once, so a bad file is reported at construction (as
-    `component.schema_error`).
+    `path` is an SQLite file or a postgresql:// URL; a home's `cifar-mtl.sqlite` is
+    replaced by `CIFAR_MTL_DB` when that is set (`resolve_target`; `follow_env=False`
+    opens the file itself). Opening an SQLite file renames an old `reviews.sqlite`
+    beside a `cifar-mtl.sqlite` path; then a connection is opened at once, so a bad
+    file or an unreachable server is reported at construction (as `component.schema_error`).
+    `path` is the file (a Path) or the URL; `where` the same for messages, without password.
     """
 
-    def __init__(self, path, component: Component, *, timeout: float = 30.0, engine=SQLITE):
-        self.path = Path(path)
+    def __init__(self, path, component: Component, *, timeout: float = 30.0, engine=None,
+                 follow_env: bool = True):
+        target = resolve_target(path) if follow_env else (path if is_postgres_url(path) else Path(path))
+        self.engine = engine if engine is not None else engine_for(target)
+        self.path = target
+        self.where = redact(target)
         self.component = component
         self.timeout = float(timeout)
-        self.engine = engine
         self._local = threading.local()
         self._lock = threading.Lock()
         # Every thread's connection (this process's and, after a fork, the parent's), so
         # dead threads' connections can be closed and close() reaches them all.
         self._slots: list[_Slot] = []
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.name == DB_FILE:
-            self._adopt_legacy_file()
+        if self.engine.name == "sqlite":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.name == DB_FILE:
+                self._adopt_legacy_file()
         with self.use():
             pass
 
     def __repr__(self) -> str:
-        return f"Database({str(self.path)!r}, {self.component.name!r})"
+        return f"Database({self.where!r}, {self.component.name!r})"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.name == "postgresql"
 
     # -- the old file name --
 
@@ -311,19 +561,25 @@ class Database:
             if shut:
                 slot.conn.close()
 
-    def write(self) -> "WriteTransaction":
-        """A `with` block holding the write lock, committed at exit (rolled back on error)."""
-        return WriteTransaction(self)
+    def write(self, lock: str | None = None) -> "WriteTransaction":
+        """A `with` block holding the write lock, committed at exit (rolled back on error).
+
+        SQLite: the file's one write lock. PostgreSQL: a transaction, plus an advisory
+        lock on `lock` (this component's key) when given: writers of one key run one at
+        a time, writers of different keys side by side.
+        """
+        return WriteTransaction(self, lock)
 
     def _closed_error(self):
         c = self.component
-        return c.closed_error(f"the {c.label} store {self.path} is closed; open a new {c.owner}")
+        return c.closed_error(f"the {c.label} store {self.where} is closed; open a new {c.owner}")
 
     def _slot(self) -> "_Slot":
         """This thread's slot with its busy count raised (opening a connection if needed)."""
         slot = getattr(self._local, "slot", None)
-        # A forked child inherits the parent's objects but must not share its connection.
-        if slot is None or slot.pid != os.getpid():
+        # A forked child inherits the parent's objects but must not share its connection;
+        # a server connection the server has dropped (a restart) is replaced.
+        if slot is None or slot.pid != os.getpid() or not (slot.busy or self.engine.usable(slot.conn)):
             slot = self._open_slot()
         with self._lock:
             if self._closed:
@@ -385,7 +641,13 @@ class Database:
         return conn
 
     def _unusable(self, exc) -> Exception:
-        return self.component.schema_error(self.component.unusable_message(self.path, exc))
+        c = self.component
+        if self.is_postgres:
+            return c.schema_error(
+                f"the PostgreSQL database {self.where} cannot be used as the {c.label} database ({exc}); "
+                f"check {DB_ENV} (host, port, database, user, password) and that the server is running"
+            )
+        return c.schema_error(c.unusable_message(self.path, exc))
 
     def close(self) -> None:
         """Shut down: close every connection this object opened, in any thread.
@@ -424,7 +686,7 @@ class Database:
             if self.engine.is_transient(exc):
                 raise
             raise self.component.schema_error(
-                f"{self.path}: its schema_version table has another layout ({exc}); "
+                f"{self.where}: its schema_version table has another layout ({exc}); "
                 "it expects columns (component, version)"
             ) from exc
         return int(row[0]) if row else 0
@@ -433,7 +695,7 @@ class Database:
         c = self.component
         if version > c.version:
             raise c.schema_error(
-                f"{self.path} has {c.label} schema version {version}, newer than this code's "
+                f"{self.where} has {c.label} schema version {version}, newer than this code's "
                 f"{c.version}; upgrade cifar-mtl (git pull) before opening it"
             )
 
@@ -459,10 +721,11 @@ class Database:
         if missing:
             c = self.component
             shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+            fix = (f"Use another database in {DB_ENV}" if self.is_postgres else
+                   "Move the file aside (a new one is created in its place) or point CIFAR_MTL_HOME at another folder")
             raise c.schema_error(
-                f"{self.path} says it holds {c.label} schema version {version} but lacks {shown}: it is "
-                f"not a {c.label} database this code wrote, or it was damaged. Move the file aside (a new "
-                "one is created in its place) or point CIFAR_MTL_HOME at another folder"
+                f"{self.where} says it holds {c.label} schema version {version} but lacks {shown}: it is "
+                f"not a {c.label} database this code wrote, or it was damaged. {fix}"
             )
 
     def _migrate(self, conn) -> None:
@@ -472,7 +735,9 @@ class Database:
             self._check_schema(conn, version)
             return
         self._refuse_newer(version)
-        self.engine.begin_write(conn)
+        # One migration at a time across components (PostgreSQL's CREATE TABLE IF NOT
+        # EXISTS is not safe against a concurrent one); SQLite's write lock already is.
+        self.engine.begin_write(conn, getattr(self.engine, "SCHEMA_LOCK", None))
         try:
             conn.execute(_SCHEMA_VERSION_TABLE)
             # Another process may have migrated while we waited for the write lock.
@@ -482,8 +747,9 @@ class Database:
             self._refuse_newer(version)
             # A file that claims a version must hold it before we build on top of it.
             self._check_schema(conn, version)
+            migrations = c.migrations_for(self.engine)
             for v in range(version + 1, c.version + 1):
-                c.migrations[v](conn)
+                migrations[v](conn)
             conn.execute(
                 "INSERT INTO schema_version (component, version) VALUES (?, ?) "
                 "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
@@ -513,14 +779,15 @@ class WriteTransaction:
     The thread's connection stays marked busy for the whole transaction.
     """
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, lock: str | None = None):
         self.db = db
+        self.lock = None if lock is None else f"{db.component.name}:{lock}"
         self.use = db.use()
 
     def __enter__(self):
         self.conn = self.use.__enter__()
         try:
-            self.db.engine.begin_write(self.conn)
+            self.db.engine.begin_write(self.conn, self.lock)
         except BaseException:
             self.use.__exit__(None, None, None)
             raise
@@ -543,4 +810,7 @@ class WriteTransaction:
                 if self.db.engine.in_transaction(self.conn):
                     self.conn.execute("ROLLBACK")
                 raise
-        self.conn.execute("ROLLBACK")
+        # The error that got us here is what the caller needs to see, even if the
+        # connection itself is gone and cannot roll back (the server then has).
+        with contextlib.suppress(self.db.engine.Error):
+            self.conn.execute("ROLLBACK")
