@@ -399,7 +399,11 @@ class JobRunner:
     def ensure_supervisor(self) -> None:
         """Start a detached supervisor unless one is running (it exits when the queue is empty)."""
         self._spawned = [p for p in self._spawned if p.poll() is None]  # reap finished ones
-        if not self.autostart or self.supervisor_running():
+        if not self.autostart:
+            return
+        # With the queue in PostgreSQL, nothing has made the home yet: the lock lives there.
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.supervisor_running():
             return
         cmd = [self.python, "-m", "cifar_mtl", "jobs", "_supervise", "--home", str(self.home),
                "--max-concurrent", str(self.max_concurrent), "--python", self.python]

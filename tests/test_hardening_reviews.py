@@ -13,8 +13,9 @@ import threading
 import pytest
 
 from cifar_mtl.stores import reviews
-from cifar_mtl.stores.database import now
+from cifar_mtl.stores.database import engine_for, now
 from cifar_mtl.stores.reviews import SCHEMA_VERSION, ReviewError, ReviewStore, SchemaError
+from tests.db_engines import db_target, is_postgres, raw  # noqa: F401 (db_target: a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,14 +29,15 @@ STATE = "SELECT kind, reviewer, idx, key, run_id, value, suggested_label FROM re
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = ReviewStore(tmp_path / "reviews.sqlite")
+def store(db_target):
+    """On SQLite and on PostgreSQL (tests of the SQLite file itself take tmp_path)."""
+    s = ReviewStore(db_target)
     yield s
     s.close()
 
 
 def _state_matches_events(path) -> None:
-    con = sqlite3.connect(path)
+    con = raw(path)
     try:
         assert sorted(con.execute(STATE).fetchall()) == sorted(con.execute(LATEST_ACTIVE).fetchall())
     finally:
@@ -87,7 +89,7 @@ def test_close_never_closes_a_connection_in_use(store):
             result["during"] = conn.execute("SELECT COUNT(*) FROM review_events").fetchone()
         try:
             conn.execute("SELECT 1")
-        except sqlite3.ProgrammingError:
+        except engine_for(store.path).Error:
             result["after"] = "closed"
 
     t = threading.Thread(target=reader)
@@ -259,9 +261,9 @@ while True:
 """
 
 
-def test_repeated_sigkill_loses_nothing_committed(tmp_path):
+def test_repeated_sigkill_loses_nothing_committed(db_target):
     """A writer killed three times mid-stream: every reported commit is stored, at most one more."""
-    path = tmp_path / "reviews.sqlite"
+    path = db_target
     ReviewStore(path).close()
     committed, start = 0, 0
     for stop_after in (150, 40, 220):
@@ -277,8 +279,9 @@ def test_repeated_sigkill_loses_nothing_committed(tmp_path):
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
         committed += len(seen)
-        con = sqlite3.connect(path)
-        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        con = raw(path)
+        if not is_postgres(path):
+            assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         stored = con.execute("SELECT COUNT(*) FROM review_events").fetchone()[0]
         con.close()
         # The kill may land between a commit and its print: one more, never fewer.

@@ -20,6 +20,10 @@ from cifar_mtl.stores.database import DB_FILE, LEGACY_FILE
 from cifar_mtl.runs import list_runs, run_dir
 from cifar_mtl.synthetic import make_fake_run
 from tests.conftest import stop_jobs, wait_for
+from tests.db_engines import engine_home  # noqa: F401 (a fixture: SQLite, then PostgreSQL)
+
+# Tests taking `engine_home` run on both engines; the ones about the SQLite file (a
+# damaged file, a home that must not be created) on SQLite only.
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 900  # tiny trainings share two cores with other people's work
@@ -39,7 +43,7 @@ def status_json(home, run_id) -> dict:
 
 
 @pytest.mark.parametrize("run_id", ["../x", "a;rm -rf", "$(touch pwned)", "x/../../y", "", " lead"])
-def test_path_tricks_and_shell_metacharacters_in_run_ids_are_refused(home, run_id):
+def test_path_tricks_and_shell_metacharacters_in_run_ids_are_refused(engine_home, home, run_id):
     r = JobRunner(home, autostart=False)
     if run_id == "":
         job_id = r.submit({"name": "ok"}, run_id=run_id)  # empty means "make one up"
@@ -51,7 +55,7 @@ def test_path_tricks_and_shell_metacharacters_in_run_ids_are_refused(home, run_i
     assert not (home / "x").exists() and not (home.parent / "y").exists()
 
 
-def test_bad_configs_are_refused_before_anything_is_stored(home):
+def test_bad_configs_are_refused_before_anything_is_stored(engine_home, home):
     r = JobRunner(home, autostart=False)
     with pytest.raises(ConfigError) as err:
         r.submit({"name": "a;rm -rf /", "label_smoothing": 1.5, "weights": "/no/such.h5"})
@@ -62,7 +66,7 @@ def test_bad_configs_are_refused_before_anything_is_stored(home):
     assert not (home / "runs").exists()
 
 
-def test_run_id_already_used_by_a_job_or_a_run_is_refused(home):
+def test_run_id_already_used_by_a_job_or_a_run_is_refused(engine_home, home):
     r = JobRunner(home, autostart=False)
     r.submit({}, run_id="taken")
     with pytest.raises(ValueError, match="already used by a job"):
@@ -73,7 +77,7 @@ def test_run_id_already_used_by_a_job_or_a_run_is_refused(home):
     assert len(r.list_jobs(refresh=False)) == 1
 
 
-def test_queued_job_is_listed_and_cancelled_at_once(home):
+def test_queued_job_is_listed_and_cancelled_at_once(engine_home, home):
     r = JobRunner(home, autostart=False)
     job_id = r.submit({"finetune_epochs": 2}, run_id="waiting", submitted_by="ana")
     df = r.list_jobs()
@@ -88,13 +92,13 @@ def test_queued_job_is_listed_and_cancelled_at_once(home):
     assert not run_dir("waiting", home).exists()
 
 
-def test_unknown_job_is_a_clear_error(home):
+def test_unknown_job_is_a_clear_error(engine_home, home):
     r = JobRunner(home, autostart=False)
     with pytest.raises(jobs.JobError, match="no job 41"):
         r.get(41)
 
 
-def test_demo_queues_both_variants(home):
+def test_demo_queues_both_variants(engine_home, home):
     r = JobRunner(home, autostart=False)
     ids = r.submit_demo({"train_subset": 100, "finetune_epochs": 1})
     variants = [r.get(i, refresh=False)["config"]["variant"] for i in ids]
@@ -126,7 +130,7 @@ def test_worker_alive_rejects_reused_pids_and_other_boots():
     assert not worker_alive(proc.pid, start, boot, "run-x")
 
 
-def test_dead_worker_is_failed_with_reason_as_soon_as_anyone_looks(home):
+def test_dead_worker_is_failed_with_reason_as_soon_as_anyone_looks(engine_home, home):
     r = JobRunner(home, autostart=False)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -138,7 +142,7 @@ def test_dead_worker_is_failed_with_reason_as_soon_as_anyone_looks(home):
     assert status_json(home, "vanished")["state"] == "failed"  # the run says so too
 
 
-def test_pid_now_used_by_another_process_is_not_taken_for_the_worker(home):
+def test_pid_now_used_by_another_process_is_not_taken_for_the_worker(engine_home, home):
     r = JobRunner(home, autostart=False)
     other = subprocess.Popen(["sleep", "60"])
     try:
@@ -152,7 +156,7 @@ def test_pid_now_used_by_another_process_is_not_taken_for_the_worker(home):
         other.wait()
 
 
-def test_finished_run_state_wins_over_a_missing_worker(home):
+def test_finished_run_state_wins_over_a_missing_worker(engine_home, home):
     r = JobRunner(home, autostart=False)
     job_id = _insert_running(r, "done-run", 2**22 + 7, None, None)
     jobs.write_status(run_dir("done-run", home), "succeeded")
@@ -193,7 +197,7 @@ def test_progress_helpers():
 # --- the command line: messages, not tracebacks -----------------------------------------------
 
 
-def test_submit_says_what_was_queued_and_how_to_follow_it(home, tmp_path, capsys):
+def test_submit_says_what_was_queued_and_how_to_follow_it(engine_home, home, tmp_path, capsys):
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"finetune_epochs": 1}))
     homed = home / "other home"
@@ -209,9 +213,9 @@ def test_submit_says_what_was_queued_and_how_to_follow_it(home, tmp_path, capsys
 
 
 @pytest.fixture
-def idle_runner(home):
+def idle_runner(engine_home):
     """A runner that starts nothing itself; whatever the test's commands start is stopped after it."""
-    r = JobRunner(home, autostart=False)
+    r = JobRunner(engine_home, autostart=False)
     yield r
     stop_jobs(r)
 
@@ -340,7 +344,8 @@ def test_tiny_job_queue_restart_success_then_cancel(runner, home, fake_cifar_dir
 
 
 @pytest.mark.slow  # a real worker process
-def test_worker_killed_with_sigkill_is_reported_failed(runner, home, fake_cifar_dir):
+def test_worker_killed_with_sigkill_is_reported_failed(engine_home, runner, home, fake_cifar_dir):
+    # engine_home first: the runner opens the database it chose
     job_id = runner.submit(tiny(fake_cifar_dir), run_id="tiny-killed")
     wait_for(lambda: status_json(home, "tiny-killed").get("state") == "running"
              if (run_dir("tiny-killed", home) / "status.json").exists() else False, what="the trainer to start")
@@ -398,7 +403,7 @@ while True:
 """
 
 
-def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(home, tmp_path):
+def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(engine_home, home, tmp_path):
     fake = tmp_path / "python-stubborn"
     fake.write_text(FAKE_PYTHON.format(python=sys.executable))
     fake.chmod(0o755)

@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from cifar_mtl.stores.database import DB_FILE
+from cifar_mtl.stores.database import DB_ENV, DB_FILE, engine_for
 from cifar_mtl.stores.reviews import (
     CATEGORIES,
     SCHEMA_VERSION,
@@ -20,11 +20,15 @@ from cifar_mtl.stores.reviews import (
     ReviewStore,
     SchemaError,
 )
+from tests.db_engines import db_target, is_postgres, raw  # noqa: F401 (db_target: a fixture)
+
+# Every test taking `store` or `db_target` runs on SQLite and on PostgreSQL; the ones
+# about the SQLite file itself (journal mode, foreign files) take `tmp_path`.
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = ReviewStore(tmp_path / "reviews.sqlite")
+def store(db_target):
+    s = ReviewStore(db_target)
     yield s
     s.close()
 
@@ -168,10 +172,10 @@ def test_history_filters_and_order(store):
 
 def test_events_are_append_only(store):
     store.tag("r1", 1, "clutter", "ann")
-    con = sqlite3.connect(store.path)
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    con, error = raw(store.path), engine_for(store.path).DatabaseError
+    with pytest.raises(error, match="append-only"):
         con.execute("DELETE FROM review_events")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(error, match="append-only"):
         con.execute("UPDATE review_events SET reviewer = 'eve'")
     con.close()
 
@@ -214,8 +218,8 @@ def test_undo_scoped_to_run(store):
     assert store.current_tags()["index"].tolist() == [2]
 
 
-def test_schema_version_and_reopen(tmp_path):
-    path = tmp_path / "r.sqlite"
+def test_schema_version_and_reopen(db_target):
+    path = db_target
     with ReviewStore(path) as s:
         s.tag("r1", 1, "clutter", "ann")
         assert s.schema_version() == SCHEMA_VERSION
@@ -224,12 +228,11 @@ def test_schema_version_and_reopen(tmp_path):
         assert len(s.categories()) == len(CATEGORIES)  # seeded once
 
 
-def test_newer_schema_is_refused(tmp_path):
-    path = tmp_path / "r.sqlite"
+def test_newer_schema_is_refused(db_target):
+    path = db_target
     ReviewStore(path).close()
-    con = sqlite3.connect(path)
+    con = raw(path)
     con.execute("UPDATE schema_version SET version = ? WHERE component = 'reviews'", (SCHEMA_VERSION + 1,))
-    con.commit()
     con.close()
     with pytest.raises(SchemaError, match=f"version {SCHEMA_VERSION + 1}, newer"):
         ReviewStore(path)
@@ -253,8 +256,8 @@ def test_not_a_database_is_refused(tmp_path):
         ReviewStore(path)
 
 
-def test_closed_store_says_so(tmp_path):
-    s = ReviewStore(tmp_path / "r.sqlite")
+def test_closed_store_says_so(db_target):
+    s = ReviewStore(db_target)
     s.close()
     with pytest.raises(ReviewError, match="closed"):
         s.tag("r1", 1, "clutter", "ann")
@@ -292,8 +295,8 @@ def _write_tags(path, worker, barrier, n):
     store.close()
 
 
-def test_eight_processes_lose_no_tag(tmp_path):
-    path = tmp_path / "r.sqlite"
+def test_eight_processes_lose_no_tag(db_target):
+    path = db_target
     ctx = mp.get_context("fork")  # fork: no re-import of pandas in each child
     barrier = ctx.Barrier(8)
     procs = [ctx.Process(target=_write_tags, args=(path, w, barrier, 250)) for w in range(8)]
@@ -331,8 +334,8 @@ while True:
 """
 
 
-def test_sigkill_mid_stream_keeps_committed_tags(tmp_path):
-    path = tmp_path / "r.sqlite"
+def test_sigkill_mid_stream_keeps_committed_tags(db_target):
+    path = db_target
     ReviewStore(path).close()
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
@@ -347,17 +350,18 @@ def test_sigkill_mid_stream_keeps_committed_tags(tmp_path):
     committed += [int(line) for line in proc.stdout.read().split()]
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    con = sqlite3.connect(path)
-    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    con.close()
+    if not is_postgres(path):
+        con = sqlite3.connect(path)
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        con.close()
     with ReviewStore(path) as s:
         stored = set(s.current_tags()["index"].tolist())
     assert set(committed) <= stored
     assert len(stored) >= 300
 
 
-def test_last_run_is_the_run_of_the_reviewers_latest_event(tmp_path):
-    store = ReviewStore(tmp_path / "r.sqlite")
+def test_last_run_is_the_run_of_the_reviewers_latest_event(db_target):
+    store = ReviewStore(db_target)
     assert store.last_run("ada") is None
     store.tag("run-a", 1, "clutter", "ada")
     store.tag("run-b", 2, "pose", "bob")
@@ -445,12 +449,12 @@ def test_bulk_undo_scoped_to_run_and_batches_are_append_only(store):
     store.tag_many("r2", [3, 4], "clutter", "ann")
     assert store.undo("ann", run_id="r1")["count"] == 2
     assert store.current_tags()["index"].tolist() == [3, 4]
-    con = sqlite3.connect(store.path)
+    con = raw(store.path)
     try:
         assert con.execute("SELECT action, size FROM review_batches ORDER BY id").fetchall() == [
             ("tag_many", 2), ("tag_many", 2), ("undo", 2)]
         for statement in ("DELETE FROM review_batches", "UPDATE review_batches SET size = 0"):
-            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            with pytest.raises(engine_for(store.path).DatabaseError, match="append-only"):
                 con.execute(statement)
     finally:
         con.close()
@@ -463,3 +467,32 @@ def test_bulk_actions_refuse_bad_input_writing_nothing(store):
         store.untag_many("r1", [1], "blurry", "ann")
     assert store.tag_many("r1", [], "clutter", "ann") == 0
     assert store.history().empty and store.undo("ann") is None
+
+
+def test_team_database_replaces_the_homes_file(home, monkeypatch):
+    """With CIFAR_MTL_DB set, a store asked for <home>/cifar-mtl.sqlite opens PostgreSQL."""
+    from tests.postgres_server import server
+
+    url = server().new_database()
+    monkeypatch.setenv(DB_ENV, url)
+    with ReviewStore() as s:
+        assert s.path == url and is_postgres(s.path)
+        s.tag("r1", 1, "clutter", "ann")
+    with ReviewStore(home / DB_FILE) as s:  # the home's file by name: the same team database
+        assert len(s.current_tags()) == 1
+    assert not (home / DB_FILE).exists()
+    with ReviewStore(home / "other.sqlite") as s:  # any other file is opened as given
+        assert s.current_tags().empty
+
+
+def test_a_bad_team_database_is_one_clear_error(home, monkeypatch):
+    monkeypatch.setenv(DB_ENV, "mysql://x@y/z")
+    with pytest.raises(SchemaError, match="CIFAR_MTL_DB must be a postgresql:// URL"):
+        ReviewStore()
+    from tests.postgres_server import server
+
+    server()  # (skips without PostgreSQL)
+    monkeypatch.setenv(DB_ENV, "postgresql://nobody:s3cret@/nodb?host=/nonexistent-socket-dir")
+    with pytest.raises(SchemaError) as info:
+        ReviewStore(timeout=2)
+    assert "check CIFAR_MTL_DB" in str(info.value) and "s3cret" not in str(info.value)
