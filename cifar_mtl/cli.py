@@ -1,4 +1,4 @@
-"""`cifar-mtl ...` (or `python -m cifar_mtl ...`): train, predict, list runs, compare two runs, export reviews, rank mislabels, run jobs.
+"""`cifar-mtl ...` (or `python -m cifar_mtl ...`): train, predict, list runs, compare two runs, export reviews, rank mislabels, run jobs and workers.
 
 Exit codes: 0 done, 1 failed, 2 bad arguments or configuration, 130 cancelled.
 """
@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--test-only", action="store_true",
                     help="skip the 50,000 training images (no neighbours or near-duplicates)")
 
+    nb = sub.add_parser("neighbours", help="a test image's nearest training images and near-duplicate verdict")
+    nb.add_argument("--run", required=True, help="run id")
+    nb.add_argument("--index", required=True, type=_image_index, help="test image index (0..9999)")
+
+    sl = sub.add_parser("slices", help="a run's error slices: size and top true->predicted pairs")
+    sl.add_argument("--run", required=True, help="run id")
+
     sub.add_parser("runs", help="table of runs with state and accuracy")
 
     e = sub.add_parser("export", help="error-category CSV of a run's reviewed images")
@@ -80,7 +87,48 @@ def _parser() -> argparse.ArgumentParser:
 
     j = sub.add_parser("jobs", help="retrain jobs: submit, list, show, cancel, logs", add_help=False)
     j.add_argument("rest", nargs=argparse.REMAINDER)
+
+    w = sub.add_parser("worker", help="claim and train queued retrain jobs from the shared database "
+                                      "(one per GPU machine; see README, Team)")
+    w.add_argument("--home", help="the shared run folder (default: CIFAR_MTL_HOME, else ./artifacts)")
+    w.add_argument("--name", help="this worker's name in the job table (default: host:pid)")
+    w.add_argument("--poll", type=_seconds_arg, default=1.0, help="seconds between looks at the queue (default 1)")
+    w.add_argument("--heartbeat", type=_seconds_arg, default=5.0, help="seconds between heartbeats (default 5)")
+    w.add_argument("--grace", type=_seconds_arg, default=10.0,
+                   help="seconds a cancelled training gets after SIGTERM before SIGKILL (default 10)")
+    w.add_argument("--max-jobs", type=_positive_int, help="exit after this many jobs")
+    w.add_argument("--exit-when-idle", action="store_true", help="exit when nothing is queued")
+    w.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)  # the trainers' interpreter
+
+    d = sub.add_parser("db", help="the reviews-and-jobs database: copy an SQLite file into PostgreSQL")
+    dsub = d.add_subparsers(dest="db_command", required=True)
+    dc = dsub.add_parser("copy", help="copy every review, category, bulk action and job into an empty "
+                                      "PostgreSQL database, printing counts per table")
+    dc.add_argument("--to", required=True, metavar="URL", help="postgresql://user:password@host:port/database")
+    dc.add_argument("--from", dest="source", metavar="FILE",
+                    help="the SQLite file (default: <home>/cifar-mtl.sqlite)")
+    dc.add_argument("--home", help="artifacts home whose cifar-mtl.sqlite to copy (default: CIFAR_MTL_HOME)")
     return p
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value == value and 0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _image_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a test image index (a whole number), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a test image index of 0 or more, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +149,10 @@ def _dispatch(args) -> int:
             return _predict(args.run)
         if args.command == "evidence":
             return _evidence(args.run, with_train=not args.test_only)
+        if args.command == "neighbours":
+            return _neighbours(args.run, args.index)
+        if args.command == "slices":
+            return _slices(args.run)
         if args.command == "runs":
             return _runs()
         if args.command == "export":
@@ -111,6 +163,10 @@ def _dispatch(args) -> int:
             return _compare(args.run)
         if args.command == "jobs":
             return jobs_main(args.rest)
+        if args.command == "worker":
+            return _worker(args)
+        if args.command == "db":
+            return _db_copy(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -284,6 +340,130 @@ def _runs() -> int:
     return EXIT_OK
 
 
+# --- evidence: neighbours and slices ------------------------------------------------------
+
+
+def _evidence_folder(run_id: str):
+    from cifar_mtl.runs import run_dir
+
+    check_runs_exist([run_id])
+    return run_dir(run_id)
+
+
+def _neighbours(run_id: str, index: int) -> int:
+    """`neighbours --run ID --index N`: the image's nearest training images, then the verdict."""
+    from cifar_mtl.evidence import files
+
+    folder = _evidence_folder(run_id)
+    try:
+        table = files.read_neighbours(folder)
+    except files.EvidenceError as exc:  # missing or damaged: say which file and how to recompute it
+        raise UsageError(str(exc)) from None
+    rows = table[table["index"] == index].sort_values("rank")
+    if rows.empty:
+        raise UsageError(f"run {run_id!r} has no neighbours for test image {index}: its "
+                         f"{files.NEIGHBOURS_FILE} covers images {table['index'].min()}..{table['index'].max()}")
+    print(_image_line(run_id, index))
+    print(neighbours_table(rows))
+    print(_duplicate_line(folder, index))
+    return EXIT_OK
+
+
+def _image_line(run_id: str, index: int) -> str:
+    """'test image N: label X, predicted Y (an error)', or just the index without readable predictions."""
+    from cifar_mtl.labels import class_name
+    from cifar_mtl.runs import load_predictions
+
+    try:
+        preds = load_predictions(run_id)
+    except UserError:
+        return f"test image {index}, nearest training images (run {run_id}):"
+    row = preds[preds["index"] == index]
+    if row.empty:
+        return f"test image {index} (not in the predictions table), nearest training images:"
+    label, pred = int(row["label"].iloc[0]), int(row["pred"].iloc[0])
+    verdict = "correct" if label == pred else "an error"
+    return (f"test image {index}: label {class_name(label)}, predicted {class_name(pred)} ({verdict}); "
+            "nearest training images:")
+
+
+def _duplicate_line(folder, index: int) -> str:
+    from cifar_mtl.evidence import files
+    from cifar_mtl.labels import class_name
+
+    try:
+        dup = files.read_duplicates(folder)
+    except files.EvidenceError as exc:
+        return f"near-duplicate: unknown ({exc})"
+    row = dup[dup["index"] == index]
+    if row.empty:
+        return f"near-duplicate: unknown ({files.DUPLICATES_FILE} has no row for image {index})"
+    r = row.iloc[0]
+    pixels = "" if is_missing(r["pixel_similarity"]) else f", pixel similarity {r['pixel_similarity']:.3f}"
+    pair = (f"training image {int(r['train_index'])} ({class_name(r['train_label'])}), "
+            f"similarity {r['similarity']:.3f}{pixels}")
+    if not r["near_duplicate"]:
+        return f"near-duplicate: no (closest: {pair})"
+    if r["label_conflict"]:
+        return (f"near-duplicate: yes, of {pair}; LABEL CONFLICT: the test label is "
+                f"{class_name(r['label'])}, the training label {class_name(r['train_label'])}")
+    return f"near-duplicate: yes, of {pair}; the labels agree"
+
+
+def neighbours_table(rows) -> str:
+    """Neighbour rows (`rank`, `train_index`, `train_label`, `similarity`) as a terminal table."""
+    from cifar_mtl.labels import class_names
+
+    shown = rows.assign(label_name=class_names(rows["train_label"].to_numpy()))
+    headers = {"rank": "rank", "train_index": "training image", "label_name": "label", "similarity": "similarity"}
+    return format_table(shown, headers, formats={"similarity": lambda v: f"{float(v):.4f}"})
+
+
+def _slices(run_id: str) -> int:
+    """`slices --run ID`: one line per error slice, largest first, unclustered last."""
+    from cifar_mtl.evidence import files
+    from cifar_mtl.evidence.slices import slice_summary
+    from cifar_mtl.runs import load_predictions
+
+    folder = _evidence_folder(run_id)
+    try:
+        members = files.read_slices(folder)
+    except files.EvidenceError as exc:
+        raise UsageError(str(exc)) from None
+    try:  # with embeddings the examples are the members nearest each slice's centre
+        embeddings = files.read_embeddings(folder)
+    except files.EvidenceError:
+        embeddings = None
+    summary = slice_summary(members, load_predictions(run_id), embeddings)
+    if summary.empty:
+        print(f"run {run_id} has no misclassified images, so no slices")
+        return EXIT_OK
+    print(slices_table(summary))
+    return EXIT_OK
+
+
+def slices_table(summary) -> str:
+    """`evidence.slices.slice_summary` as a terminal table under a one-line count."""
+    from cifar_mtl.evidence.files import NOISE_SLICE
+    from cifar_mtl.evidence.slices import ARROW
+
+    clustered = summary[summary["slice"] != NOISE_SLICE]
+    left = int(summary.loc[summary["slice"] == NOISE_SLICE, "size"].sum())
+    title = (f"{int(summary['size'].sum()):,} errors in {len(clustered)} slices"
+             + (f" ({left} left unclustered)" if left else "") + ":")
+    shown = summary.assign(
+        slice=[("unclustered" if s == NOISE_SLICE else str(s)) for s in summary["slice"]],
+        # ASCII: a terminal or pipe without UTF-8 must not turn the table into a traceback
+        top_pairs=summary["top_pairs"].str.replace(ARROW, "->"),
+        examples=[" ".join(map(str, e[:5])) for e in summary["examples"]],
+    )
+    headers = {"slice": "slice", "size": "size", "top_pairs": "top true->predicted pairs",
+               "top_pair_share": "top pair", "mean_confidence": "confidence", "examples": "examples"}
+    return title + "\n" + format_table(shown, headers, formats={
+        "top_pair_share": lambda v: f"{float(v):.0%}", "mean_confidence": lambda v: f"{float(v):.2f}"},
+        widths={"top_pairs": 60})
+
+
 # --- terminal tables -------------------------------------------------------------------
 
 
@@ -375,6 +555,34 @@ def mislabels_table(ranked, rows: int = MISLABEL_ROWS) -> str:
                "suggested_name": "suggested label", "quality": "label quality"}
     title = f"Most suspect labels ({len(top)} of {len(ranked):,}, lowest label quality first):"
     return title + "\n" + format_table(top, headers, formats={"quality": lambda v: f"{float(v):.4f}"})
+
+
+# --- workers and the team database ------------------------------------------------------
+
+
+def _worker(args) -> int:
+    """`worker`: claim and run jobs until SIGTERM / Ctrl-C (or --max-jobs, --exit-when-idle)."""
+    from cifar_mtl.worker import Worker
+
+    worker = Worker(args.home, name=args.name, poll=args.poll, heartbeat=args.heartbeat, grace=args.grace,
+                    python=args.python)
+    return worker.run(max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle)
+
+
+def _db_copy(args) -> int:
+    """`db copy --to URL`: the SQLite database into an empty PostgreSQL one, counts per table."""
+    from pathlib import Path
+
+    from cifar_mtl.stores.copy import copy_sqlite_to_postgres
+    from cifar_mtl.stores.database import default_path
+
+    source = Path(args.source) if args.source else default_path(args.home)
+    counts = copy_sqlite_to_postgres(source, args.to)
+    width = max(len(t) for t in counts)
+    print(f"copied {source} into {counts.target}:")
+    for table, n in counts.items():
+        print(f"  {table:<{width}}  {n:>9,}")
+    return EXIT_OK
 
 
 # --- jobs -----------------------------------------------------------------------------

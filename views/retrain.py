@@ -62,7 +62,9 @@ def job_card(runner: jobs.JobRunner, job_id: int) -> None:
     state = job["state"]
     with st.container(border=True):
         by = f" · by {escape_markdown(job['submitted_by'])}" if job.get("submitted_by") else ""
-        st.markdown(f"**Job {job_id}** · `{job['run_id']}` · **{state}**{by} · queued {short_time(job['created_at']) or '-'} UTC")
+        # Which machine trains it: a worker's "host:pid", or this app's own supervisor.
+        on = f" · on `{job['worker']}`" if job.get("worker") else ""
+        st.markdown(f"**Job {job_id}** · `{job['run_id']}` · **{state}**{by}{on} · queued {short_time(job['created_at']) or '-'} UTC")
         progress = job["progress"]
         if state == "running":
             st.progress(jobs.progress_fraction(progress), text=jobs.progress_summary(progress))
