@@ -15,6 +15,7 @@ below (slow).
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -202,5 +203,7 @@ def test_a_worker_trains_a_real_tiny_run_into_the_shared_folder(postgres_home, t
     assert done.returncode == 0, done.stdout + done.stderr
     job = runner.get(job_id)
     assert job["state"] == "succeeded", job["log_tail"]
-    assert job["worker"].endswith(f":{job['worker'].rsplit(':', 1)[1]}") and job["exit_code"] == 0
+    # Named "host:pid" by default, as its log says.
+    assert job["worker"].startswith(socket.gethostname() + ":") and job["exit_code"] == 0
+    assert f"worker {job['worker']}: job {job_id}: succeeded" in done.stdout
     assert (run_dir("tiny-remote", postgres_home) / "metrics.json").exists()
