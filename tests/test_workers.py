@@ -207,3 +207,22 @@ def test_a_worker_trains_a_real_tiny_run_into_the_shared_folder(postgres_home, t
     assert job["worker"].startswith(socket.gethostname() + ":") and job["exit_code"] == 0
     assert f"worker {job['worker']}: job {job_id}: succeeded" in done.stdout
     assert (run_dir("tiny-remote", postgres_home) / "metrics.json").exists()
+
+
+def test_the_retrain_page_shows_which_worker_runs_each_job(engine_home, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from cifar_mtl.jobs import LOCAL_JOBS_ENV
+
+    monkeypatch.setenv(LOCAL_JOBS_ENV, "0")  # a team's app: it queues, workers train
+    runner = JobRunner(engine_home)
+    assert not runner.autostart
+    job_id = runner.submit(fake(60), run_id="on-gpu")
+    assert runner.queue.claim("gpu-box-3:4242")["id"] == job_id  # as a worker elsewhere would
+    runner.submit(fake(60), run_id="waiting")
+    at = AppTest.from_file(str(REPO / "views" / "retrain.py"), default_timeout=60).run()
+    assert not at.exception
+    cards = "\n".join(str(m.value) for m in at.markdown if "**Job" in str(m.value))
+    assert "on-gpu` · **running** · on `gpu-box-3:4242`" in cards
+    assert "waiting` · **queued** · queued" in cards  # not claimed yet: no worker shown
+    assert not runner.supervisor_running()  # the page started no local training
