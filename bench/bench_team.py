@@ -1,6 +1,7 @@
 """The team database under concurrent writers (issue 17): 16 writer processes x 250
 tags each, on SQLite and on PostgreSQL, every tag a committed write; figures: tags
-lost (must be 0) and the tag-write latency p50 and p99 as each writer saw it.
+lost (must be 0) and the tag-write latency p50 and p99 as each writer saw it; then,
+on each engine, a bulk tag of 1,000 images and its one undo (each < 1 s).
 
 Each writer is a reviewer of its own (as a team is), tagging its 250 images one
 committed `ReviewStore.tag` at a time after a common start. SQLite runs one writer at
@@ -81,10 +82,30 @@ def _rows(engine: str, m: dict) -> list[dict]:
     ]
 
 
+def bulk_rows(target, engine: str) -> list[dict]:
+    """A bulk tag of 1,000 images and its one undo (issue 15: each < 1 s), median of 5."""
+    from cifar_mtl.stores.reviews import ReviewStore
+
+    tag_s, undo_s = [], []
+    with ReviewStore(target) as store:
+        for k in range(5):
+            start = time.perf_counter()
+            store.tag_many(RUN_ID, range(1_000), "pose", f"bulk{k}")
+            tag_s.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            assert store.undo(f"bulk{k}")["count"] == 1_000
+            undo_s.append(time.perf_counter() - start)
+    return [{"name": f"{engine}: bulk tag of 1,000 images (one action)", "value": statistics.median(tag_s),
+             "unit": "s", "target": "< 1 s", "ok": statistics.median(tag_s) < 1},
+            {"name": f"{engine}: its undo (1,000 events reverted)", "value": statistics.median(undo_s),
+             "unit": "s", "target": "< 1 s", "ok": statistics.median(undo_s) < 1}]
+
+
 def run(quick: bool = False) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-team-") as tmp:
         rows += _rows("SQLite", measure(Path(tmp) / "team.sqlite"))
+        rows += bulk_rows(Path(tmp) / "team.sqlite", "SQLite")
     url = os.environ.get("CIFAR_MTL_BENCH_DB")
     server = None
     if not url:
@@ -98,6 +119,7 @@ def run(quick: bool = False) -> list[dict]:
         url = server.new_database()
     try:
         rows += _rows("PostgreSQL", measure(url))
+        rows += bulk_rows(url, "PostgreSQL")
     finally:
         if server is not None:
             server.stop()

@@ -110,19 +110,24 @@ class Worker:
                 reason = f"the worker {self.name} was stopped ({self.stopping}) while running it"
                 self._stop(job, proc)
                 break
-            row = self.queue.get(job["id"])
-            if row["cancel_requested"]:
-                self.log(f"job {job['id']}: cancel requested, stopping its training")
-                self._stop(job, proc)
-                break
-            if time.monotonic() - last_beat >= self.heartbeat:
-                if not self.queue.heartbeat(job["id"], self.name):
-                    self.log(f"job {job['id']}: no longer running here ({row['state']}); stopping its training")
+            try:
+                if self._should_stop(job, last_beat):
                     self._stop(job, proc)
                     break
-                last_beat = time.monotonic()
+            except self.queue.errors as exc:
+                # The database is out of reach: training goes on; the heartbeat resumes
+                # when it is back (or readers fail the job if it stays away too long).
+                self.log(f"job {job['id']}: cannot reach the job table ({type(exc).__name__}: {exc}); retrying")
+            else:
+                if time.monotonic() - last_beat >= self.heartbeat:
+                    last_beat = time.monotonic()
             self._sleep(self.poll)
         code = proc.wait()
+        state = self._retry(lambda: self._record_end(job, code, reason))
+        self.log(f"job {job['id']}: {state}")
+        return state
+
+    def _record_end(self, job: dict, code: int, reason: str | None) -> str:
         row = self.queue.get(job["id"])
         state = row["state"]
         if state == "running" and row["worker"] == self.name:
@@ -130,8 +135,28 @@ class Worker:
             self.queue.update(job["id"], exit_code=code)
             if self.killed and state == "cancelled":
                 self.queue.update(job["id"], error=f"did not stop within {self.grace:g} s of SIGTERM; killed")
-        self.log(f"job {job['id']}: {state}")
         return state
+
+    def _retry(self, call):
+        """`call()`, retried every few seconds while the database is out of reach."""
+        while True:
+            try:
+                return call()
+            except self.queue.errors as exc:
+                self.log(f"cannot reach the job table ({type(exc).__name__}: {exc}); retrying")
+                time.sleep(max(self.poll, 2.0))
+
+    def _should_stop(self, job: dict, last_beat: float) -> bool:
+        """Whether the job's training must stop: cancel requested, or (at a heartbeat) the
+        job is no longer this worker's running job. Beats when it is time."""
+        row = self.queue.get(job["id"])
+        if row["cancel_requested"]:
+            self.log(f"job {job['id']}: cancel requested, stopping its training")
+            return True
+        if time.monotonic() - last_beat >= self.heartbeat and not self.queue.heartbeat(job["id"], self.name):
+            self.log(f"job {job['id']}: no longer running here ({row['state']}); stopping its training")
+            return True
+        return False
 
     def _stop(self, job: dict, proc) -> None:
         """SIGTERM the child's group, SIGKILL after the grace period (then `self.killed`)."""

@@ -579,13 +579,26 @@ class Database:
         slot = getattr(self._local, "slot", None)
         # A forked child inherits the parent's objects but must not share its connection;
         # a server connection the server has dropped (a restart) is replaced.
-        if slot is None or slot.pid != os.getpid() or not (slot.busy or self.engine.usable(slot.conn)):
+        if slot is not None and slot.pid == os.getpid() and not (slot.busy or self.engine.usable(slot.conn)):
+            self._drop(slot)
+            slot = None
+        if slot is None or slot.pid != os.getpid():
             slot = self._open_slot()
         with self._lock:
             if self._closed:
                 raise self._closed_error()
             slot.busy += 1
         return slot
+
+    def _drop(self, slot: "_Slot") -> None:
+        """Forget this thread's broken connection (closing what is left of it)."""
+        with self._lock:
+            if slot.closed:
+                return
+            slot.closed = True
+            self._slots = [s for s in self._slots if s is not slot]
+        with contextlib.suppress(self.engine.Error):
+            slot.conn.close()
 
     def _open_slot(self) -> "_Slot":
         with self._lock:
