@@ -33,6 +33,8 @@ analyse = [
     overview,
     st.Page("views/errors.py", title="Errors", icon=":material/grid_view:", url_path="browse"),
     st.Page("views/review.py", title="Review", icon=":material/rate_review:", url_path="queue"),
+    st.Page("views/map.py", title="Map", icon=":material/scatter_plot:", url_path="map"),
+    st.Page("views/slices.py", title="Slices", icon=":material/category:", url_path="slices"),
     st.Page("views/mislabels.py", title="Mislabels", icon=":material/label_off:", url_path="suspects"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare:", url_path="versus"),
     st.Page("views/export.py", title="Export", icon=":material/download:", url_path="csv"),

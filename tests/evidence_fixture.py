@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cifar_mtl.evidence import files
+from cifar_mtl.labels import IS_ANIMAL
 
 K = 8
 DIM = 16
@@ -28,6 +29,18 @@ N_SLICES = 3
 
 def error_indices(preds: pd.DataFrame) -> np.ndarray:
     return preds.loc[~preds["correct"].to_numpy(bool), "index"].to_numpy(np.int64)
+
+
+def tag_like_a_reviewer(store, run_id: str, preds: pd.DataFrame, n: int, reviewer: str) -> list[int]:
+    """Tag the first `n` errors as a reviewer might: animals 'pose', vehicles 'colour' (the
+    fixture's embeddings tell the two apart, so suggestions can be learnt). Returns the
+    errors left untagged."""
+    errors = error_indices(preds)
+    label = preds.set_index("index").loc[errors, "label"].to_numpy()
+    for category, animal in (("pose", True), ("colour", False)):
+        chosen = [int(i) for i, y in zip(errors[:n], label[:n]) if bool(IS_ANIMAL[y]) == animal]
+        store.tag_many(run_id, chosen, category, reviewer)
+    return [int(i) for i in errors[n:]]
 
 
 def write_evidence(folder, preds: pd.DataFrame, train_labels: np.ndarray, *, seed: int = 0,

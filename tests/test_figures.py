@@ -107,3 +107,107 @@ def test_the_curve_chart_starts_with_finished_runs_and_names_runs_without_the_me
     assert shown == ["done"] and missing == ["no-val"]
     shown, missing = figures.curves_to_show(histories, {"done", "no-val"}, "acc")
     assert shown == ["done", "no-val"] and missing == []
+
+
+# --- the error map and evidence captions ---------------------------------------------------------------
+
+
+def map_points(preds, tags=None):
+    from cifar_mtl import triage
+
+    rng = np.random.default_rng(0)
+    layout = pd.DataFrame({"index": preds["index"], "x": rng.normal(size=len(preds)),
+                           "y": rng.normal(size=len(preds))})
+    return triage.map_points(layout, preds, tags)
+
+
+@pytest.mark.parametrize("by", ["true class", "predicted class", "correct or error", "category"])
+def test_the_map_has_every_point_once_with_its_index_and_a_colour_per_group(preds, by):
+    from cifar_mtl import triage
+
+    tags = pd.DataFrame({"index": [int(preds["index"].iloc[0])], "category": ["pose"], "reviewer": ["ada"]})
+    points = map_points(preds, tags)
+    groups = triage.colour_groups(points, by)
+    fig = figures.map_figure(points, groups)
+    assert all(t.type == "scattergl" for t in fig.data)  # WebGL: 10,000 points stay fluid
+    shown = np.concatenate([np.asarray(t.customdata)[:, 0] for t in fig.data]).astype(int)
+    assert sorted(shown.tolist()) == sorted(preds["index"].tolist())
+    assert {t.name for t in fig.data} == set(groups)
+    colours = [t.marker.color for t in fig.data]
+    assert len(set(colours)) == len(colours), "each group has its own colour"
+    if by in ("correct or error", "category"):
+        # the background group (correct, untagged) is drawn first, under the others
+        assert fig.data[0].name in figures.BACKGROUND_GROUPS
+    for trace in fig.data:  # each point's classes are in its hover text
+        rows = points.set_index("index").loc[np.asarray(trace.customdata)[:, 0].astype(int)]
+        assert list(trace.text) == (rows["label_name"] + " → " + rows["pred_name"]).tolist()
+
+
+def test_a_class_keeps_its_colour_whatever_else_is_shown():
+    assert figures.group_colours(["cat"])["cat"] == figures.group_colours(["truck", "cat"])["cat"]
+    assert figures.group_colours(["error", "correct"]) == {"error": figures.GROUP_COLOURS["error"],
+                                                          "correct": figures.GROUP_COLOURS["correct"]}
+
+
+@pytest.mark.parametrize("customdata, expected", [
+    ({"0": 17, "1": 0.5}, [17]),  # a row of a 2-D typed array, as the browser sends it back
+    ([17, 0.5], [17]),
+    (17, [17]),
+    (17.0, [17]),
+    (None, []),
+    ("17", []),
+    (True, []),
+    (17.5, []),
+])
+def test_selected_indices_are_read_from_each_points_customdata(customdata, expected):
+    state = {"selection": {"points": [{"curve_number": 0, "point_index": 3, "customdata": customdata}]}}
+    assert figures.indices_from_selection(state) == expected
+
+
+def test_a_selection_lists_each_image_once_in_order_and_nothing_without_one():
+    points = [{"customdata": {"0": i, "1": 0.1}} for i in (5, 3, 5, 9)]
+    assert figures.indices_from_selection({"selection": {"points": points}}) == [5, 3, 9]
+    for state in (None, {}, {"selection": {}}, {"selection": {"points": None}}, "garbage"):
+        assert figures.indices_from_selection(state) == []
+
+
+def test_duplicate_badges_say_what_the_training_twin_is():
+    row = {"near_duplicate": True, "label_conflict": True, "train_index": 41, "train_label": 3, "similarity": 0.987}
+    (dup, colour, _), (conflict, conflict_colour, _) = captions.duplicate_badges(row)
+    assert "#41" in dup and "0.99" in dup and colour == "orange"
+    assert "labelled cat" in conflict and conflict_colour == "red"
+    assert len(captions.duplicate_badges({**row, "label_conflict": False})) == 1
+    assert captions.duplicate_badges({**row, "near_duplicate": False, "label_conflict": False}) == []
+    assert captions.duplicate_badges(None) == []
+
+
+def test_undo_text_counts_a_bulk_action():
+    assert captions.undo_text(None) == "Nothing to undo."
+    single = {"kind": "tag", "action": "add", "category": "pose", "index": 7, "count": 1}
+    assert captions.undo_text(single) == "Undid the add of tag 'pose' on #7."
+    assert captions.undo_text({**single, "count": 120}) == "Undid the add of tag 'pose' on 120 images."
+    note = {"kind": "note", "action": "set", "category": None, "index": 7}
+    assert captions.undo_text(note) == "Undid the note set on #7."
+
+
+def test_the_no_evidence_line_names_the_command():
+    text = captions.no_evidence_text("fast-multitask")
+    assert "`python -m cifar_mtl evidence --run fast-multitask`" in text
+
+
+def test_suggestion_captions():
+    from cifar_mtl.app.loaders import SuggestionState
+
+    assert captions.precision_text(0.637) == "precision 64%"
+    assert captions.precision_text(float("nan")) == "precision not measured"
+    waiting = captions.waiting_text(SuggestionState(None, n_tagged=12, needed=18))
+    assert "tagged 30 errors" in waiting and "18 more to go" in waiting
+    assert captions.waiting_text(SuggestionState(None, 40, 0, problem="no embeddings.npz")).startswith(
+        "No suggestions: no embeddings")
+    assert captions.waiting_text(SuggestionState(object(), 40)) is None
+
+
+def test_describe_filters_names_the_evidence_filters():
+    text = captions.describe_filters({"near_duplicate": True, "label_conflict": True, "slice_id": 0,
+                                      "suggested": "pose"})
+    assert text == "near-duplicates · label conflicts · slice 0 · suggested pose"

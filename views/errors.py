@@ -3,10 +3,9 @@
 import streamlit as st
 
 from cifar_mtl import analysis
-from cifar_mtl.app import captions, figures, loaders, state, widgets
+from cifar_mtl.app import captions, evidence_panel, figures, loaders, state, widgets
 from cifar_mtl.app.messages import show_error
 from cifar_mtl.app.sidebar import open_run_page
-from cifar_mtl.images import DETAIL_SCALE
 
 PAGE_KEY = "err_page"
 SIZE_KEY = "err_page_size"
@@ -15,6 +14,10 @@ CHART_KEY = "err_confusion"
 run_id, preds = open_run_page("Errors")
 store = loaders.store_or_none("Review database (tags are not shown)")
 tags, categories = (store.current_tags(), store.category_names()) if store else (None, [])
+ev = loaders.evidence(run_id)
+suggestions = evidence_panel.suggestion_state(ev, preds, tags, categories)
+suggested = suggestions.table() if suggestions else None
+options = evidence_panel.filter_options(ev, suggested)
 
 
 def show_cell() -> None:
@@ -28,7 +31,7 @@ def show_cell() -> None:
 with st.expander("Filters and confusion matrix", expanded=True, icon=":material/filter_alt:"):
     controls, matrix = st.columns([1, 1], gap="medium")
     with controls:
-        widgets.filter_controls(categories, prefix="err", columns=2)
+        widgets.filter_controls(categories, prefix="err", columns=2, evidence=options)
     with matrix:
         st.plotly_chart(
             figures.confusion_figure(analysis.confusion_matrix(preds), height=360), key=CHART_KEY,
@@ -37,12 +40,13 @@ with st.expander("Filters and confusion matrix", expanded=True, icon=":material/
         st.caption("Click a cell to see those images (the diagonal, correct answers, is left blank).")
 
 kwargs = state.filter_kwargs()
+ev_kwargs = evidence_panel.filter_kwargs(options)
 try:
-    errors = analysis.error_table(preds, tags, **kwargs)
+    errors = evidence_panel.filtered_errors(preds, tags, ev, kwargs, ev_kwargs, suggested)
 except ValueError as exc:
     show_error(exc, "Filters")
     st.stop()
-st.caption(f"**{len(errors):,}** of {int((~preds['correct']).sum()):,} errors · {captions.describe_filters(kwargs)}")
+st.caption(f"**{len(errors):,}** of {int((~preds['correct']).sum()):,} errors · {captions.describe_filters({**kwargs, **ev_kwargs})}")
 if errors.empty:
     st.info("No error matches these filters.", icon=":material/filter_alt_off:")
     st.stop()
@@ -68,14 +72,20 @@ with grid:
 
 with detail_col:
     row = errors.loc[errors["index"] == detail].iloc[0].to_dict()
-    widgets.show_image(thumbs, detail, scale=DETAIL_SCALE, caption_text=captions.caption(row))
+    evidence_panel.detail_image(thumbs, ev, detail, row, key="err", caption_text=captions.caption(row))
+    evidence_panel.badges(ev, detail)
     widgets.step_buttons(order, detail, key="err_step", page_key=PAGE_KEY, page_size=size)
-    st.plotly_chart(figures.probability_figure(row), key="err_probs")
-    st.caption(captions.animal_text(row))
 
     # Not a fragment: a tag changes the grid's and this view's captions, so the whole page reruns.
     if tags is not None:
-        widgets.tag_controls(run_id, detail, key="err")
+        widgets.tag_controls(run_id, detail, key="err",
+                             suggested=suggestions.for_image(detail) if suggestions else None,
+                             waiting=captions.waiting_text(suggestions) if suggestions else None)
+    if not evidence_panel.no_evidence(ev):
+        evidence_panel.neighbours(ev, thumbs, detail, row, key="err")
+    st.plotly_chart(figures.probability_figure(row), key="err_probs")
+    st.caption(captions.animal_text(row))
+    if tags is not None:
         st.markdown("**Tags by every reviewer**")
         everyone = loaders.tags_by_everyone(detail)
         if everyone.empty:

@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from cifar_mtl import analysis
-from cifar_mtl.app import captions, state, widgets
+from cifar_mtl.app import captions, evidence_panel, loaders, state, widgets
 from cifar_mtl.app.loaders import store_or_none
 from cifar_mtl.app.messages import flash_error, show_error, show_flash
 from cifar_mtl.app.sidebar import open_run_page
@@ -23,10 +22,14 @@ form = c[0].radio(
 )
 use_filters = c[1].toggle("Only images that match the Errors filters", key="ex_filtered", persist_state="session")
 if use_filters:
+    ev = loaders.evidence(run_id)
+    suggestions = evidence_panel.suggestion_state(ev, preds, tags, categories)
+    suggested = suggestions.table() if suggestions else None
+    options = evidence_panel.filter_options(ev, suggested)
     with st.expander("Filters (shared with the Errors page)", icon=":material/filter_alt:"):
-        widgets.filter_controls(categories, prefix="ex")
-    kwargs = state.filter_kwargs()
-    st.caption(f"Filter: {captions.describe_filters(kwargs)}")
+        widgets.filter_controls(categories, prefix="ex", evidence=options)
+    kwargs, ev_kwargs = state.filter_kwargs(), evidence_panel.filter_kwargs(options)
+    st.caption(f"Filter: {captions.describe_filters({**kwargs, **ev_kwargs})}")
 
 if store.reviewed_pairs(run_id).empty:
     st.info(f"Nothing to export yet: no review was recorded while reviewing run {run_id}. "
@@ -39,7 +42,7 @@ except Exception as exc:
     st.stop()
 if use_filters:
     try:
-        keep = analysis.error_table(preds, tags, **kwargs)["index"]
+        keep = evidence_panel.filtered_errors(preds, tags, ev, kwargs, ev_kwargs, suggested)["index"]
     except ValueError as exc:
         show_error(exc, "Filters")
         st.stop()

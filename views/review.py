@@ -3,10 +3,9 @@
 import streamlit as st
 
 from cifar_mtl import analysis
-from cifar_mtl.app import captions, figures, loaders, state, widgets
+from cifar_mtl.app import captions, evidence_panel, figures, loaders, state, widgets
 from cifar_mtl.app.messages import show_error
 from cifar_mtl.app.sidebar import open_run_page
-from cifar_mtl.images import DETAIL_SCALE
 
 QUEUE_KEY = "review_queue"
 CURRENT_KEY = "review_current"
@@ -19,16 +18,21 @@ if name is None:
     st.stop()
 store = loaders.store_or_none(required=True)
 categories = store.category_names()
+ev = loaders.evidence(run_id)
+suggested = evidence_panel.suggestion_state(ev, preds, store.current_tags(reviewer=name), categories)
+options = evidence_panel.filter_options(ev, suggested.table() if suggested else None)
 
 with st.expander("Filter (shared with the Errors page)", icon=":material/filter_alt:"):
-    widgets.filter_controls(categories, prefix="rev")
+    widgets.filter_controls(categories, prefix="rev", evidence=options)
 kwargs = state.filter_kwargs(tagged=False, reviewer=name, category=None)
-signature = (run_id, name, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+ev_kwargs = evidence_panel.filter_kwargs(options)
+signature = (run_id, name, tuple(sorted((k, str(v)) for k, v in {**kwargs, **ev_kwargs}.items())))
 
 
 def build_queue() -> None:
     """Snapshot the untagged errors, so tagging one does not pull it from under the reviewer."""
-    table = analysis.error_table(preds, store.current_tags(reviewer=name), **kwargs)
+    table = evidence_panel.filtered_errors(preds, store.current_tags(reviewer=name), ev, kwargs, ev_kwargs,
+                                           suggested.table() if suggested else None)
     order = table["index"].astype(int).tolist()
     st.session_state[QUEUE_KEY] = {"signature": signature, "order": order}
     st.session_state[CURRENT_KEY] = order[0] if order else None
@@ -41,7 +45,7 @@ except ValueError as exc:
     show_error(exc, "Filters")
     st.stop()
 order = st.session_state[QUEUE_KEY]["order"]
-st.caption(f"Queue: your untagged errors · {captions.describe_filters(kwargs)}")
+st.caption(f"Queue: your untagged errors · {captions.describe_filters({**kwargs, **ev_kwargs})}")
 if not order:
     st.success("Nothing left to review under this filter.", icon=":material/task_alt:")
     st.button("Look again", on_click=build_queue, icon=":material/refresh:")
@@ -65,13 +69,20 @@ def review_panel() -> None:
     run_wide = analysis.review_progress(preds, mine, notes=notes)
     st.caption(f"Whole run: you have reviewed {run_wide['n_reviewed']:,} of {run_wide['n_errors']:,} errors.")
     row = errors.loc[current].to_dict()
+    # Trained again only when this reviewer's tags changed (cached on the tag state).
+    suggestions = loaders.suggestions(run_id, preds, mine, categories, name) if not ev.empty else None
     image, side = st.columns([2, 3], gap="medium")
     with image:
-        widgets.show_image(thumbs, current, scale=DETAIL_SCALE, caption_text=captions.caption(row))
+        evidence_panel.detail_image(thumbs, ev, current, row, key="rev", caption_text=captions.caption(row))
+        evidence_panel.badges(ev, current)
         st.caption(captions.animal_text(row))
     with side:
         widgets.step_buttons(order, current, key="rev_step", state_key=CURRENT_KEY)
-        widgets.tag_controls(run_id, current, key="rev")
+        widgets.tag_controls(run_id, current, key="rev",
+                             suggested=suggestions.for_image(current) if suggestions else None,
+                             waiting=captions.waiting_text(suggestions) if suggestions else None)
+        if not evidence_panel.no_evidence(ev):
+            evidence_panel.neighbours(ev, thumbs, current, row, key="rev")
         st.plotly_chart(figures.probability_figure(row), key="rev_probs")
 
 

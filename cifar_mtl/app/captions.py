@@ -56,6 +56,14 @@ def describe_filters(kwargs: dict) -> str:
         parts.append(f"category {kwargs['category']}")
     if kwargs.get("reviewer"):
         parts.append(f"by {escape_markdown(kwargs['reviewer'])}")
+    if kwargs.get("near_duplicate"):
+        parts.append("near-duplicates")
+    if kwargs.get("label_conflict"):
+        parts.append("label conflicts")
+    if kwargs.get("slice_id") is not None:
+        parts.append(f"slice {int(kwargs['slice_id'])}")
+    if kwargs.get("suggested"):
+        parts.append(f"suggested {kwargs['suggested']}")
     return " · ".join(parts) or "all errors"
 
 
@@ -98,3 +106,85 @@ def verdicts_text(verdicts: pd.DataFrame) -> str:
         + ("" if pd.isna(r.suggested_label) else f" → {CLASS_NAMES[int(r.suggested_label)]}")
         for r in verdicts.itertuples()
     )
+
+
+# --- evidence ------------------------------------------------------------------------------------
+
+
+def no_evidence_text(run_id: str) -> str:
+    """The one line shown where a run has no evidence files yet (markdown)."""
+    return (f"No evidence for run {escape_markdown(run_id)} yet (nearest training images, saliency, map, "
+            f"slices): compute it with `python -m cifar_mtl evidence --run {run_id}`.")
+
+
+def duplicate_badges(row) -> list[tuple[str, str, str]]:
+    """(text, colour, icon) of the badges for one image's `read_duplicates` row (a dict or None).
+
+    A near-duplicate is a training image the model has seen that looks the same; with
+    another label, one of the two labels is very likely wrong.
+    """
+    if row is None or not bool(row["near_duplicate"]):
+        return []
+    twin = int(row["train_index"])
+    badges = [(f"near-duplicate of training image #{twin} (similarity {float(row['similarity']):.2f})",
+               "orange", ":material/content_copy:")]
+    if bool(row["label_conflict"]):
+        badges.append((f"label conflict: training image #{twin} is labelled {CLASS_NAMES[int(row['train_label'])]}",
+                       "red", ":material/report:"))
+    return badges
+
+
+def neighbour_caption(row) -> str:
+    """'cat · 0.93' for one row of `triage.neighbours_of`."""
+    return f"{row['train_name']} · {float(row['similarity']):.2f}"
+
+
+def undo_text(done: dict | None) -> str:
+    """What an undo did, from `ReviewStore.undo`'s dict (with `count` for a bulk action)."""
+    if not done:
+        return "Nothing to undo."
+    count = int(done.get("count") or 1)
+    what = f"{done['kind']} {done['action']}"
+    if done.get("category"):
+        what = f"{done['action']} of tag '{done['category']}'" if done["kind"] == "tag" else what
+    return f"Undid the {what} on {count:,} images." if count > 1 else f"Undid the {what} on #{done['index']}."
+
+
+def slice_name(slice_id: int) -> str:
+    """'Slice 3', or 'Unclustered' for the errors the clustering left alone (-1)."""
+    return "Unclustered" if int(slice_id) < 0 else f"Slice {int(slice_id)}"
+
+
+def slice_title(row) -> str:
+    """'Slice 3 · 42 errors · cat→dog 20, dog→cat 9' for one row of `slice_summary`."""
+    return f"{slice_name(row['slice'])} · {int(row['size']):,} errors · {row['top_pairs']}"
+
+
+def group_counts(groups: pd.Series, limit: int = 6) -> str:
+    """'cat 12 · dog 5 · 2 more groups' for the map groups of the selected points."""
+    counts = groups.value_counts()
+    text = " · ".join(f"{escape_markdown(g)} {n:,}" for g, n in counts.head(limit).items())
+    extra = len(counts) - limit
+    return text + (f" · {extra} more group{'s' if extra > 1 else ''}" if extra > 0 else "")
+
+
+def precision_text(precision: float) -> str:
+    """'precision 64%' for a suggestion's cross-validated precision; NaN: not measured."""
+    return "precision not measured" if pd.isna(precision) else f"precision {float(precision):.0%}"
+
+
+def waiting_text(state) -> str | None:
+    """The line shown while a reviewer has no suggestions yet (a `loaders.SuggestionState`)."""
+    if state.result is not None:
+        return None
+    if state.problem:
+        return f"No suggestions: {escape_markdown(state.problem, keep_code=True)}"
+    if state.needed > 0:
+        return (f"Suggested categories start once you have tagged {state.n_tagged + state.needed} errors "
+                f"of this run: {state.needed} more to go.")
+    return None
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 error', '3 errors', '1,024 correct images'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

@@ -154,3 +154,96 @@ def per_class_comparison(per_class: pd.DataFrame, name_a: str, name_b: str) -> g
     """Accuracy per class of two runs side by side, from `compare_runs(...).per_class`."""
     return comparison_bars(per_class["name"], {name_a: per_class["accuracy_a"], name_b: per_class["accuracy_b"]},
                            percent=True)
+
+
+# --- the error map ------------------------------------------------------------------------------
+
+# Fixed colours, so a class or a group keeps its colour from one colouring to the next.
+CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+GROUP_COLOURS = {"correct": "#b0bec5", "error": "#d32f2f", "untagged": "#b0bec5", "several": "#37474f"}
+CATEGORY_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
+                    "#9a6324", "#469990", "#000075")
+# Drawn first, so the groups that matter lie on top of them.
+BACKGROUND_GROUPS = ("correct", "untagged")
+
+
+def group_colours(groups: list[str]) -> dict[str, str]:
+    """A colour for each group name: class names, correct/error/untagged/several, then categories."""
+    colours, k = {}, 0
+    for name in groups:
+        if name in CLASS_NAMES:
+            colours[name] = CLASS_COLOURS[CLASS_NAMES.index(name)]
+        elif name in GROUP_COLOURS:
+            colours[name] = GROUP_COLOURS[name]
+        else:
+            colours[name] = CATEGORY_COLOURS[k % len(CATEGORY_COLOURS)]
+            k += 1
+    return colours
+
+
+def map_figure(points: pd.DataFrame, groups: pd.Series, *, selected=None, height: int = 620) -> go.Figure:
+    """Scatter of the test images on the map, one WebGL trace per group, lasso and box ready.
+
+    Args:
+        points: `triage.map_points`' table (index, x, y, label_name, pred_name, confidence).
+        groups: the group of each row (`triage.colour_groups`), same index as `points`.
+        selected: test indices drawn as selected (the others dimmed), e.g. a selection
+            kept while the figure is redrawn; None or empty for no selection.
+
+    Each point's `customdata` is (test index, confidence) (`indices_from_selection` reads
+    the index back); the hover names the image, its classes and confidence. Scattergl draws
+    10,000 points on the GPU, where SVG markers make the browser crawl.
+    """
+    names = sorted(pd.unique(groups), key=lambda g: (g not in BACKGROUND_GROUPS, _group_order(g)))
+    colours = group_colours(names)
+    chosen = np.isin(points["index"].to_numpy(np.int64), np.asarray(list(selected or ()), dtype=np.int64))
+    traces = []
+    for name in names:
+        mask = (groups == name).to_numpy()
+        rows = points.loc[mask]
+        background = name in BACKGROUND_GROUPS
+        traces.append(go.Scattergl(
+            selectedpoints=np.flatnonzero(chosen[mask]).tolist() if chosen.any() else None,
+            x=rows["x"].to_numpy(np.float32), y=rows["y"].to_numpy(np.float32), mode="markers", name=str(name),
+            customdata=np.column_stack([rows["index"].to_numpy(np.float32), rows["confidence"].to_numpy(np.float32)]),
+            text=(rows["label_name"] + " → " + rows["pred_name"]).to_numpy(object),
+            marker={"size": 4 if background else 5, "color": colours[name], "opacity": 0.55 if background else 0.85},
+            selected={"marker": {"opacity": 1.0, "size": 8}}, unselected={"marker": {"opacity": 0.2}},
+            hovertemplate="#%{customdata[0]} · %{text} · %{customdata[1]:.0%}<extra>%{fullData.name}</extra>",
+        ))
+    fig = go.Figure(traces)
+    fig.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, dragmode="lasso", uirevision="map",
+        xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0, "itemsizing": "constant"},
+        hovermode="closest", showlegend=True,
+    )
+    return fig
+
+
+def _group_order(name: str):
+    return (0, CLASS_NAMES.index(name)) if name in CLASS_NAMES else (1, str(name))
+
+
+def indices_from_selection(state) -> list[int]:
+    """Test indices of the points selected in a `map_figure` (a plotly_chart state), in order.
+
+    Each point carries its test index as `customdata`: a number, the first item of a list,
+    or item "0" of a dict (how the browser sends back a row of a 2-D typed array).
+    Anything else (no selection, a malformed state) gives [].
+    """
+    try:
+        points = state["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    out = []
+    for point in points or []:
+        value = point.get("customdata") if isinstance(point, dict) else None
+        if isinstance(value, dict):  # a row of a typed array arrives as {"0": index, "1": confidence}
+            value = value.get("0")
+        elif isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+            out.append(int(value))
+    return list(dict.fromkeys(out))

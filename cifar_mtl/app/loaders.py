@@ -3,7 +3,11 @@
 - predictions and rankings are cached per file version (a table is read once, until
   its file changes) and shared by every browser session: do not modify them;
 - `store()` is one review store per process and database file (`st.cache_resource`);
-- the test-set thumbnails are made once per process, and never downloaded.
+- the test-set thumbnails are made once per process, and never downloaded; the
+  training set's (for the nearest training images) only when first needed;
+- a run's evidence files (`evidence`) are read once per file version, and the slice
+  summary with them; category suggestions are fitted once per (run, reviewer, tag
+  state), so the classifier is trained again only when that reviewer's tags change.
 
 A load that fails shows why (`load_run`, `store_or_none`, `images_for`) and the page
 goes on with what it has.
@@ -12,6 +16,7 @@ goes on with what it has.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +24,7 @@ import pandas as pd
 import streamlit as st
 
 from cifar_mtl import runs
-from cifar_mtl.app.messages import escape_markdown, show_error
+from cifar_mtl.app.messages import error_message, escape_markdown, show_error
 from cifar_mtl.images import Thumbnails
 
 
@@ -239,3 +244,189 @@ def images_for(preds: pd.DataFrame) -> Thumbnails | None:
         )
         return None
     return thumbs
+
+
+# --- evidence (cifar_mtl.evidence.files) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A run's evidence files as read (`cifar_mtl.evidence.files`); None for each one not there.
+
+    `problems` holds the message of each file that is present but damaged (the file
+    is then None too). Shared by every session: do not modify the tables.
+    """
+
+    run_id: str
+    neighbours: pd.DataFrame | None = None
+    duplicates: pd.DataFrame | None = None
+    layout: pd.DataFrame | None = None
+    slices: pd.DataFrame | None = None
+    saliency: dict | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """No evidence file could be read: the run has none yet (or only damaged ones)."""
+        return all(getattr(self, f) is None for f in ("neighbours", "duplicates", "layout", "slices", "saliency"))
+
+
+def _evidence_readers() -> dict:
+    from cifar_mtl.evidence import files
+
+    return {"neighbours": (files.NEIGHBOURS_FILE, files.read_neighbours),
+            "duplicates": (files.DUPLICATES_FILE, files.read_duplicates),
+            "layout": (files.MAP_FILE, files.read_map),
+            "slices": (files.SLICES_FILE, files.read_slices),
+            "saliency": (files.SALIENCY_FILE, files.read_saliency)}
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _evidence(home: str, run_id: str, stamp) -> Evidence:
+    from cifar_mtl.evidence.files import EvidenceError, MissingEvidence
+
+    folder = runs.run_dir(run_id, home)
+    found, problems = {}, []
+    for field, (_, read) in _evidence_readers().items():
+        try:
+            found[field] = read(folder)
+        except MissingEvidence:
+            continue
+        except EvidenceError as exc:  # one damaged file leaves the others usable
+            problems.append(str(exc))
+    return Evidence(run_id, **found, problems=tuple(problems))
+
+
+def evidence(run_id: str) -> Evidence:
+    """The run's evidence, read once per version of its files. Never raises."""
+    home = runs.home().resolve()
+    folder = runs.run_dir(run_id, home)
+    stamp = tuple(_stamp(folder / name) for name, _ in _evidence_readers().values())
+    try:
+        return _evidence(str(home), run_id, stamp)
+    except Exception as exc:  # e.g. an unreadable folder: said on the page, the page goes on
+        return Evidence(run_id, problems=(error_message(exc, "Reading the evidence"),))
+
+
+@st.cache_resource(max_entries=1, show_spinner="Loading the CIFAR-10 training images...")
+def _train_thumbnails(source: str | None, stamp) -> tuple[Thumbnails | None, np.ndarray | None, str | None]:
+    from cifar_mtl.cifar10 import DataError, load_cifar10
+
+    try:
+        data = load_cifar10(source, allow_download=False)  # never download on page load
+        return Thumbnails(data.x_train), np.asarray(data.y_train), None
+    except (DataError, OSError, ValueError) as exc:
+        return None, None, str(exc)
+
+
+def train_images() -> tuple[Thumbnails | None, np.ndarray | None, str | None]:
+    """(thumbnails of the training set, its labels, None) or (None, None, why there are none).
+
+    Loaded on first use only (the nearest training images need them; 150 MB), once per
+    process and dataset version."""
+    from cifar_mtl.cifar10 import KERAS_CACHE
+
+    source = image_source()
+    return _train_thumbnails(source, _stamp(Path(source) if source else KERAS_CACHE))
+
+
+# --- category suggestions (cifar_mtl.evidence.suggestions) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class SuggestionState:
+    """The suggestions for one reviewer on one run.
+
+    `result` is the fitted `Suggestions` (None before `MIN_TAGGED` tagged errors, without
+    embeddings, or when fitting failed: `problem` then says why); `n_tagged` counts the
+    reviewer's tagged errors of this run and `needed` how many more tags suggestions wait for.
+    """
+
+    result: object | None
+    n_tagged: int = 0
+    needed: int = 0
+    problem: str | None = None
+
+    def table(self) -> pd.DataFrame:
+        """DataFrame[index, category, score, precision] of the suggestions (empty without any)."""
+        if self.result is None:
+            return pd.DataFrame({"index": pd.Series(dtype="int64"), "category": pd.Series(dtype=object),
+                                 "score": pd.Series(dtype=float), "precision": pd.Series(dtype=float)})
+        return self.result.suggested()
+
+    def for_image(self, index: int) -> dict[str, float]:
+        """{category: cross-validated precision} suggested for image `index`, best score first."""
+        table = self.table()
+        rows = table[table["index"] == int(index)]
+        return dict(zip(rows["category"], rows["precision"].astype(float)))
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _suggestion_features(home: str, run_id: str, stamp, preds_stamp):
+    """(test indices of the run's errors, their suggestion features), per embeddings file version."""
+    from cifar_mtl.evidence import files
+    from cifar_mtl.evidence.suggestions import suggestion_features
+
+    preds = _predictions(home, run_id, preds_stamp)
+    errors = preds.loc[~preds["correct"].to_numpy(bool)]
+    embeddings = files.read_embeddings(runs.run_dir(run_id, home), "test")
+    return errors["index"].to_numpy(np.int64), suggestion_features(embeddings, errors)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Training the suggestions on your tags...")
+def _fit(home: str, run_id: str, stamp, preds_stamp, reviewer: str, tagged: tuple, categories: tuple):
+    # `tagged` is the tag state itself ((index, categories) pairs): the key under which a fit
+    # is kept, so the classifier is trained again only when this reviewer's tags change.
+    from cifar_mtl.evidence.suggestions import fit_suggestions
+
+    index, features = _suggestion_features(home, run_id, stamp, preds_stamp)
+    return fit_suggestions(features, [i for i, _ in tagged], [c for _, c in tagged], list(categories), index=index)
+
+
+def suggestions(run_id: str, preds: pd.DataFrame, mine: pd.DataFrame, categories: list[str],
+                reviewer: str) -> SuggestionState:
+    """Category suggestions for `reviewer` on `run_id`, from their current tags `mine`
+    (`ReviewStore.current_tags(reviewer=...)`). Never raises: a problem is in the state."""
+    from cifar_mtl.analysis import values_by_index
+    from cifar_mtl.evidence import files
+    from cifar_mtl.evidence.suggestions import MIN_TAGGED
+
+    errors = preds.loc[~preds["correct"].to_numpy(bool), "index"].to_numpy(np.int64)
+    on_errors = mine[np.isin(mine["index"].to_numpy(np.int64), errors)]
+    tagged = tuple(sorted(values_by_index(on_errors["index"], on_errors["category"]).items()))
+    if len(tagged) < MIN_TAGGED:
+        return SuggestionState(None, len(tagged), MIN_TAGGED - len(tagged))
+    home = runs.home().resolve()
+    folder = runs.run_dir(run_id, home)
+    stamp = _stamp(folder / files.EMBEDDINGS_FILE)
+    if stamp is None:
+        return SuggestionState(None, len(tagged), 0, f"this run has no {files.EMBEDDINGS_FILE}")
+    try:
+        result = _fit(str(home), run_id, stamp, _predictions_key(run_id)[2], reviewer, tagged, tuple(categories))
+    except Exception as exc:  # a damaged file or a failed fit must not take the page down
+        return SuggestionState(None, len(tagged), 0, error_message(exc, "Suggestions"))
+    return SuggestionState(result, len(tagged))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _slice_summary(home: str, run_id: str, stamps: tuple, preds_stamp) -> pd.DataFrame:
+    from cifar_mtl.evidence import files
+    from cifar_mtl.evidence.slices import slice_summary
+
+    folder = runs.run_dir(run_id, home)
+    try:  # with embeddings the examples are the members nearest the slice's centre
+        embeddings = files.read_embeddings(folder, "test")
+    except files.EvidenceError:
+        embeddings = None
+    return slice_summary(files.read_slices(folder), _predictions(home, run_id, preds_stamp), embeddings)
+
+
+def slice_summary(run_id: str) -> pd.DataFrame:
+    """`evidence.slices.slice_summary` of the run (size, top pairs, examples per slice), once per
+    version of its slices, embeddings and predictions files. Raises EvidenceError for bad files."""
+    from cifar_mtl.evidence import files
+
+    home = runs.home().resolve()
+    folder = runs.run_dir(run_id, home)
+    stamps = tuple(_stamp(folder / name) for name in (files.SLICES_FILE, files.EMBEDDINGS_FILE))
+    return _slice_summary(str(home), run_id, stamps, _predictions_key(run_id)[2])

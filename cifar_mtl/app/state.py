@@ -6,7 +6,7 @@
   so reloads and bookmarks keep them (`restore_from_url`, `remember_in_url`);
 - the error filter (`filters()`, keys of `FILTER_DEFAULTS`) is one per session, shared
   by Errors, Review and Export; `filter_kwargs` turns it into `analysis.error_table`'s
-  keyword arguments.
+  keyword arguments, `evidence_kwargs` into `triage.filter_evidence`'s.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ FILTER_DEFAULTS = {
     "mine": False,  # only my tags count
     "sort": "loss",
     "descending": True,
+    # Evidence filters (`triage.filter_evidence`), drawn only for a run with that evidence.
+    "near_duplicate": False,
+    "label_conflict": False,
+    "slice": ANY,  # slice id or "any"
+    "suggested": ANY,  # category name or "any"
 }
 SORT_LABELS = {"loss": "loss (hardest first)", "confidence": "confidence", "margin": "margin", "index": "test index"}
 
@@ -132,3 +137,16 @@ def error_table_kwargs(f: dict, reviewer_name: str | None = None, **overrides) -
 def filter_kwargs(**overrides) -> dict:
     """Keyword arguments for `analysis.error_table` from the session's filter."""
     return error_table_kwargs(filters(), reviewer(), **overrides)
+
+
+def evidence_kwargs(f: dict, *, duplicates: bool, slices=(), suggested=()) -> dict:
+    """Keyword arguments for `triage.filter_evidence` from filter values `f`, keeping only
+    what this run's evidence can answer: `duplicates` (near-duplicate flags read), the
+    run's slice ids and the categories suggested to this reviewer. A filter set for
+    another run that this one cannot answer is left out, not an empty result."""
+    return {
+        "near_duplicate": bool(duplicates and f["near_duplicate"]),
+        "label_conflict": bool(duplicates and f["label_conflict"]),
+        "slice_id": int(f["slice"]) if f["slice"] != ANY and f["slice"] in list(slices) else None,
+        "suggested": f["suggested"] if f["suggested"] != ANY and f["suggested"] in list(suggested) else None,
+    }

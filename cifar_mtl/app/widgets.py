@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from cifar_mtl.app import loaders
-from cifar_mtl.app.captions import caption, class_option
+from cifar_mtl.app.captions import caption, class_option, precision_text, undo_text
 from cifar_mtl.app.messages import flash, flash_error, show_flash
 from cifar_mtl.app.state import ANY, DETAIL_KEY, SORT_LABELS, filter_key, filters, reviewer
 from cifar_mtl.images import DEFAULT_SCALE, Thumbnails
@@ -175,19 +175,47 @@ def _save_note(run_id: str, index: int, name: str, key: str) -> None:
         flash_error(TAG_FLASH, exc, "Note not saved")
 
 
-def _undo(name: str) -> None:
+def _undo(name: str, slot: str = TAG_FLASH) -> None:
+    """Undo the reviewer's latest action: one edit, or a whole bulk action."""
     try:
-        done = loaders.store().undo(name)
-        flash(TAG_FLASH, f"Undid {done['kind']} {done['action']} on #{done['index']}" if done else "Nothing to undo.",
-              "toast")
+        flash(slot, undo_text(loaders.store().undo(name)), "toast")
     except Exception as exc:
-        flash_error(TAG_FLASH, exc, "Undo failed")
+        flash_error(slot, exc, "Undo failed")
 
 
-def tag_controls(run_id: str, index: int, *, key: str, shortcuts: bool = True) -> None:
+def _accept(run_id: str, index: int, categories: list[str], name: str) -> None:
+    """Tag image `index` with every suggested category (a suggestion is a tag only from here)."""
+    try:
+        s = loaders.store()
+        for category in categories:
+            s.tag(run_id, index, category, name)
+        flash(TAG_FLASH, f"Accepted {', '.join(categories)} on #{index}.", "toast")
+    except Exception as exc:
+        flash_error(TAG_FLASH, exc, "Suggestions not accepted")
+
+
+def suggestion_bar(run_id: str, index: int, suggested: dict[str, float], *, key: str, name: str,
+                   shortcuts: bool = True) -> None:
+    """The categories suggested for image `index` ({name: cross-validated precision}), highlighted,
+    with one button (key A) that accepts them all."""
+    bar = st.container(horizontal=True, wrap=True, vertical_alignment="center")
+    bar.markdown(":violet[:material/auto_awesome: **Suggested**]")
+    for category, precision in suggested.items():
+        bar.badge(f"{category.replace('_', ' ')} · {precision_text(precision)}", color="violet",
+                  help="Precision measured by cross-validation on your own tags: the share of such "
+                       "suggestions that matched your tag")
+    bar.button("Accept all", key=f"{key}_accept", on_click=_accept, args=(run_id, index, list(suggested), name),
+               icon=":material/done_all:", shortcut="A" if shortcuts else None, type="secondary",
+               help="Tag this image with every suggested category (one tag each; U undoes the last)")
+
+
+def tag_controls(run_id: str, index: int, *, key: str, shortcuts: bool = True,
+                 suggested: dict[str, float] | None = None, waiting: str | None = None) -> None:
     """Category toggles (keys 1-9), a note and undo (U) for one image; saved on click.
 
-    Call it inside an `st.fragment` so a click reruns only these controls.
+    `suggested` ({category: cross-validated precision}) marks the suggested categories and
+    offers to accept them all (key A); `waiting` is a line said instead while there are no
+    suggestions yet. Call it inside an `st.fragment` so a click reruns only these controls.
     """
     name = reviewer()
     show_flash(TAG_FLASH)
@@ -197,18 +225,24 @@ def tag_controls(run_id: str, index: int, *, key: str, shortcuts: bool = True) -
     s = loaders.store()
     categories = s.category_names()
     mine = set(s.current_tags(reviewer=name, indices=[index])["category"])
+    suggested = {c: p for c, p in (suggested or {}).items() if c not in mine}
+    if suggested:
+        suggestion_bar(run_id, index, suggested, key=key, name=name, shortcuts=shortcuts)
+    elif waiting:
+        st.caption(waiting)
     row = st.container(horizontal=True, wrap=True)
     for k, category in enumerate(categories, start=1):
         on = category in mine
+        hint = f" (suggested; {precision_text(suggested[category])})" if category in suggested else ""
         row.button(
             f"{category.replace('_', ' ')}",
             key=f"{key}_tag_{category}",
             on_click=_set_tag,
             args=(run_id, index, category, name, not on),
             type="primary" if on else "secondary",
-            icon=":material/check:" if on else None,
+            icon=":material/check:" if on else ":material/auto_awesome:" if category in suggested else None,
             shortcut=str(k) if shortcuts and k <= 9 else None,
-            help=f"{'Remove' if on else 'Add'} the tag '{category}'",
+            help=f"{'Remove' if on else 'Add'} the tag '{category}'{hint}",
         )
     row.button("Undo", key=f"{key}_undo", on_click=_undo, args=(name,), icon=":material/undo:",
                shortcut="U" if shortcuts else None, type="tertiary")
@@ -221,11 +255,72 @@ def tag_controls(run_id: str, index: int, *, key: str, shortcuts: bool = True) -
     )
 
 
+# --- tagging many images at once -------------------------------------------------------------------
+
+BULK_FLASH = "bulk"
+
+
+def _bulk(run_id: str, indices: list[int], category_key: str, name: str, on: bool) -> None:
+    category = st.session_state.get(category_key)
+    try:
+        s = loaders.store()
+        n = (s.tag_many if on else s.untag_many)(run_id, indices, category, name)
+        done = f"Tagged {n:,} images '{category}'" if on else f"Removed the tag '{category}' from {n:,} images"
+        unchanged = len(indices) - n
+        flash(BULK_FLASH, done + (f" ({unchanged:,} already were)." if unchanged and on else
+                                  f" ({unchanged:,} did not have it)." if unchanged else "."), "success")
+    except Exception as exc:
+        flash_error(BULK_FLASH, exc, "Tags not saved")
+
+
+def bulk_tag_controls(run_id: str, indices: list[int], *, key: str, what: str = "images") -> None:
+    """Tag (or untag) every image of `indices` with one category as one action; one Undo reverts it.
+
+    `what` names the images on the buttons ("selected images", "slice members").
+    """
+    name = reviewer()
+    show_flash(BULK_FLASH)
+    if name is None:
+        st.info("Type your name in the sidebar to tag images.", icon=":material/badge:")
+        return
+    categories = loaders.store().category_names()
+    category_key = f"{key}_category"
+    bar = st.container(horizontal=True, vertical_alignment="bottom", wrap=True)
+    bar.selectbox("Category", categories, key=category_key, format_func=lambda c: c.replace("_", " "), width=200)
+    n = len(indices)
+    bar.button(f"Tag {n:,} {what}", key=f"{key}_tag", on_click=_bulk, args=(run_id, indices, category_key, name, True),
+               type="primary", icon=":material/sell:", disabled=not n,
+               help="One action: a single Undo removes every tag it added")
+    bar.button(f"Untag {n:,}", key=f"{key}_untag", on_click=_bulk,
+               args=(run_id, indices, category_key, name, False), icon=":material/label_off:", disabled=not n,
+               help="Remove this category from these images, as one action")
+    undo_button(key=key, container=bar)
+
+
+def undo_button(*, key: str, container=None) -> None:
+    """Undo (key `{key}_undo`) of the reviewer's latest action, a whole bulk tag at once."""
+    name = reviewer()
+    (container or st).button("Undo", key=f"{key}_undo", on_click=_undo, args=(name, BULK_FLASH),
+                             icon=":material/undo:", disabled=name is None,
+                             help="Undo your latest action (a whole bulk tag at once)")
+
+
 # --- the error filter --------------------------------------------------------------------------------
 
 
-def filter_controls(categories: list[str], *, prefix: str, columns: int = 3) -> None:
-    """The error filters of `analysis.error_table`, drawn on one page.
+@dataclass(frozen=True)
+class EvidenceOptions:
+    """What a run's evidence can filter on: near-duplicate flags, slice ids, suggested categories."""
+
+    duplicates: bool = False
+    slices: tuple[int, ...] = ()
+    suggested: tuple[str, ...] = ()
+
+
+def filter_controls(categories: list[str], *, prefix: str, columns: int = 3,
+                    evidence: EvidenceOptions | None = None) -> None:
+    """The error filters of `analysis.error_table`, drawn on one page, and the evidence
+    filters (`triage.filter_evidence`) that `evidence` says this run can answer.
 
     A widget's state belongs to its page, so each page draws its own copies (keys
     `filter_key(prefix, name)`), seeded from and written back to `filters()`: the
@@ -233,8 +328,13 @@ def filter_controls(categories: list[str], *, prefix: str, columns: int = 3) -> 
     between pages.
     """
     shared = filters()
-    if shared["category"] not in [ANY, *categories]:
-        shared["category"] = ANY
+    evidence = evidence or EvidenceOptions()
+    # Choices that depend on the run or the database: a value they no longer offer goes back to any.
+    for name, options in (("category", categories), ("slice", evidence.slices), ("suggested", evidence.suggested)):
+        if shared[name] not in [ANY, *options]:
+            shared[name] = ANY
+        if st.session_state.get(filter_key(prefix, name), ANY) not in [ANY, *options]:
+            st.session_state[filter_key(prefix, name)] = ANY
     for name, value in shared.items():
         st.session_state.setdefault(filter_key(prefix, name), value)
     k = functools.partial(filter_key, prefix)
@@ -249,5 +349,17 @@ def filter_controls(categories: list[str], *, prefix: str, columns: int = 3) -> 
     next(cells).toggle("Descending", key=k("descending"))
     next(cells).toggle("Animal/vehicle mix-ups only", key=k("cross"))
     next(cells).toggle("Only my tags count", key=k("mine"))
+    if evidence.duplicates:
+        next(cells).toggle("Near-duplicates only", key=k("near_duplicate"),
+                           help="A training image looks the same (see the detail view's badge)")
+        next(cells).toggle("Label conflicts only", key=k("label_conflict"),
+                           help="A near-identical training image has another label")
+    if evidence.slices:
+        next(cells).selectbox("Slice", [ANY, *evidence.slices], key=k("slice"),
+                              format_func=lambda v: "any slice" if v == ANY else f"slice {v}")
+    if evidence.suggested:
+        next(cells).selectbox("Suggested category", [ANY, *evidence.suggested], key=k("suggested"),
+                              help="Categories the suggestions classifier proposes to you")
     for name in shared:
-        shared[name] = st.session_state[filter_key(prefix, name)]
+        if filter_key(prefix, name) in st.session_state:
+            shared[name] = st.session_state[filter_key(prefix, name)]

@@ -13,7 +13,10 @@ import sys
 
 import pytest
 
+from cifar_mtl.cifar10 import load_cifar10
+from cifar_mtl.runs import load_predictions, run_dir
 from tests.app_fixture import APP, build_home
+from tests.evidence_fixture import write_evidence
 from tests.browser import support
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
@@ -30,8 +33,11 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture
 def app(tmp_path):
-    """(base url, FixtureHome): a running app over a fresh home of two 200-image runs."""
+    """(base url, FixtureHome): a running app over a fresh home of two 200-image runs; the
+    multitask run (multi-b) has evidence files, the single-task one (single-a) none."""
     fx = build_home(tmp_path, n=200)
+    train_labels = load_cifar10(str(fx.data), allow_download=False).y_train
+    write_evidence(run_dir("multi-b", fx.home), load_predictions("multi-b", fx.home), train_labels)
     port = support.free_port()
     env = {**os.environ, **fx.env(), "PYTHONPATH": str(APP.parent)}
     server = subprocess.Popen(

@@ -6,7 +6,8 @@ from urllib.parse import quote
 
 from tests.browser.support import assert_clean, settle, shot
 
-PAGES = {"runs": "Overview", "browse": "Errors", "queue": "Review", "suspects": "Suspected mislabels",
+PAGES = {"runs": "Overview", "browse": "Errors", "queue": "Review", "map": "Map", "slices": "Slices",
+         "suspects": "Suspected mislabels",
          "versus": "Compare runs", "csv": "Export", "jobs": "Retrain", "start": "Getting started"}
 
 

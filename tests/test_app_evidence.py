@@ -1,0 +1,319 @@
+"""The evidence for each error in the app (issue 15), with Streamlit's AppTest: the detail view's
+saliency, badges and nearest training images, the Map's selection tagged in bulk, Slices,
+suggestions, and the evidence filters. Evidence files are small synthetic ones
+(`tests/evidence_fixture.py`) on the fixture home's multitask run; the single-task run has none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from cifar_mtl.cifar10 import load_cifar10
+from cifar_mtl.evidence import files
+from cifar_mtl.runs import load_predictions, run_dir
+from cifar_mtl.stores.database import default_path
+from cifar_mtl.stores.reviews import ReviewStore
+from tests.evidence_fixture import N_DUPLICATES, error_indices, tag_like_a_reviewer, write_evidence
+from tests.test_app import open_app, select_in_chart, texts
+
+RUN = "multi-b"
+
+
+@pytest.fixture
+def efx(fx):
+    """The app's fixture home with evidence files for run multi-b (none for single-a)."""
+    train_labels = load_cifar10(str(fx.data), allow_download=False).y_train
+    write_evidence(run_dir(RUN, fx.home), load_predictions(RUN, fx.home), train_labels)
+    return fx
+
+
+@pytest.fixture
+def store(efx):
+    s = ReviewStore(default_path(efx.home))
+    yield s
+    s.close()
+
+
+def evidence_of(fx):
+    folder = run_dir(RUN, fx.home)
+    return files.read_duplicates(folder), files.read_slices(folder), files.read_neighbours(folder)
+
+
+def captions_of(at) -> list[str]:
+    return [c for image in at.image for c in image.captions]
+
+
+def tags_of(store, reviewer="ada") -> set[tuple[int, str]]:
+    tags = store.current_tags(reviewer=reviewer)
+    return {(int(i), c) for i, c in zip(tags["index"], tags["category"])}
+
+
+def detail_index(at) -> int:
+    """The test index of the image in Errors' detail view (the last '#index · ...' caption:
+    the nearest training images after it are captioned 'label · similarity')."""
+    return int(re.match(r"#(\d+)", detail_image(at).captions[0]).group(1))
+
+
+def detail_image(at):
+    return [image for image in at.image if image.captions and image.captions[0].startswith("#")][-1]
+
+
+# --- the detail view ------------------------------------------------------------------------------
+
+
+def test_a_label_conflict_shows_both_badges_and_its_training_twin_first(efx):
+    duplicates, _, neighbours = evidence_of(efx)
+    at = open_app("errors", reviewer="ada", run_id=RUN)
+    at.toggle(key="err_f_label_conflict").set_value(True).run()
+    assert not at.exception and not at.error
+    conflict = duplicates.loc[duplicates["label_conflict"]].iloc[0]
+    assert detail_index(at) == int(conflict["index"])
+    badges = [m for m in texts(at.markdown) if "badge" in m]
+    assert any(f"near-duplicate of training image #{int(conflict['train_index'])}" in b for b in badges), badges
+    assert any("label conflict" in b for b in badges), badges
+    # the nearest training images, nearest first, each with its label and similarity
+    near = neighbours[neighbours["index"] == conflict["index"]].sort_values("rank")
+    shown = [c for c in captions_of(at) if re.fullmatch(r"[a-z]+ · \d\.\d\d", c)]
+    assert len(shown) == len(near) == 8
+    assert shown[0].endswith("0.99") and [float(c.split(" · ")[1]) for c in shown] == sorted(
+        [round(float(s), 2) for s in near["similarity"]], reverse=True)
+
+
+def test_the_saliency_switch_draws_the_map_of_the_predicted_or_the_true_class(efx):
+    at = open_app("errors", reviewer="ada", run_id=RUN)
+    plain = detail_image(at)
+    switch = at.button_group(key="err_saliency")
+    assert switch.value == "image"
+    switch.set_value("pred").run()
+    pred_image = detail_image(at)
+    assert "where the model saw" in pred_image.captions[0]
+    assert pred_image.captions[0].startswith(plain.captions[0])
+    at.button_group(key="err_saliency").set_value("true").run()
+    assert not at.exception
+    true_image = detail_image(at)
+    assert true_image.proto.imgs[0].url != pred_image.proto.imgs[0].url
+    # the choice stays while the reviewer moves on
+    at.button(key="err_step_Next").click().run()
+    assert at.button_group(key="err_saliency").value == "true" and "where the model saw" in detail_image(at).captions[0]
+
+
+def test_opening_a_nearest_training_image_shows_it_beside_the_test_image(efx):
+    at = open_app("errors", reviewer="ada", run_id=RUN)
+    index = detail_index(at)
+    at.button(key="err_nb_2").click().run()
+    assert not at.exception
+    _, _, neighbours = evidence_of(efx)
+    second = neighbours[(neighbours["index"] == index) & (neighbours["rank"] == 2)].iloc[0]
+    caps = captions_of(at)
+    assert any(c.startswith(f"training #{int(second['train_index'])} · labelled ") for c in caps), caps
+    assert any(c.startswith(f"test #{index} · labelled ") for c in caps), caps
+    assert any("rank 2" in c for c in texts(at.caption))
+
+
+def test_a_run_without_evidence_says_how_to_compute_it_and_every_page_works(efx):
+    for page in ("errors", "review", "map", "slices"):
+        at = open_app(page, reviewer="ada", run_id="single-a")
+        assert not at.exception and not at.error, page
+        assert any("python -m cifar_mtl evidence --run single-a" in c for c in texts(at.caption)), page
+    at = open_app("errors", reviewer="ada", run_id="single-a")
+    assert not [k for k in (b.key for b in at.button) if k and "_nb_" in k]
+
+
+def test_a_damaged_evidence_file_is_named_and_the_rest_still_shows(efx):
+    (run_dir(RUN, efx.home) / files.MAP_FILE).write_bytes(b"not parquet")
+    at = open_app("errors", reviewer="ada", run_id=RUN)
+    assert not at.exception
+    assert any(files.MAP_FILE in w for w in texts(at.warning))
+    assert any(re.fullmatch(r"[a-z]+ · \d\.\d\d", c) for c in captions_of(at))  # neighbours still shown
+    at = open_app("map", reviewer="ada", run_id=RUN)
+    assert not at.exception and any(files.MAP_FILE in w for w in texts(at.warning))
+
+
+# --- the evidence filters --------------------------------------------------------------------------
+
+
+def test_evidence_filters_narrow_the_grid_and_are_named(efx):
+    duplicates, slices, _ = evidence_of(efx)
+    at = open_app("errors", reviewer="ada", run_id=RUN)
+    at.toggle(key="err_f_near_duplicate").set_value(True).run()
+    assert f"**{N_DUPLICATES}** of" in at.caption[1].value and "near-duplicates" in at.caption[1].value
+    at.toggle(key="err_f_near_duplicate").set_value(False).run()
+    at.selectbox(key="err_f_slice").set_value(1).run()
+    members = set(slices.loc[slices["slice"] == 1, "index"])
+    page_size = 24
+    grid = {int(re.match(r"#(\d+)", c).group(1)) for c in captions_of(at)[:-1] if c.startswith("#")}
+    assert grid <= members and len(grid) == min(len(members), page_size)
+    assert "slice 1" in at.caption[1].value
+    # the shared filter reaches Review's queue
+    at.switch_page("views/review.py").run()
+    assert "slice 1" in " ".join(texts(at.caption))
+
+
+def test_export_keeps_only_the_images_an_evidence_filter_keeps(efx, store):
+    duplicates, _, _ = evidence_of(efx)
+    near = duplicates.loc[duplicates["near_duplicate"], ["index", "label_conflict"]]
+    conflict = int(near.loc[near["label_conflict"], "index"].iloc[0])
+    other = int(near.loc[~near["label_conflict"], "index"].iloc[0])
+    store.tag_many(RUN, [conflict, other], "mislabel", "ada")
+    at = open_app("export", reviewer="ada", run_id=RUN)
+    assert sorted(at.dataframe[0].value["index"]) == sorted([conflict, other])
+    at.toggle(key="ex_filtered").set_value(True).run()
+    at.toggle(key="ex_f_label_conflict").set_value(True).run()
+    assert not at.exception
+    assert at.dataframe[0].value["index"].tolist() == [conflict]
+    assert any("label conflicts" in c for c in texts(at.caption))
+
+
+def test_a_slice_filter_from_another_run_is_dropped_not_an_empty_grid(efx):
+    at = open_app("errors", reviewer="ada", run_id=RUN)
+    at.selectbox(key="err_f_slice").set_value(2).run()
+    at.sidebar.selectbox[0].set_value("single-a").run()
+    assert not at.exception and not at.error
+    assert "slice" not in at.caption[1].value and "of" in at.caption[1].value
+
+
+# --- the map ---------------------------------------------------------------------------------------
+
+
+def lasso(indices) -> dict:
+    """A lasso selection as the browser reports it (customdata rows arrive as dicts)."""
+    points = [{"curve_number": 0, "point_number": k, "point_index": k, "x": 0.0, "y": 0.0,
+               "customdata": {"0": int(i), "1": 0.5}} for k, i in enumerate(indices)]
+    return {"selection": {"points": points, "point_indices": list(range(len(points))), "box": [],
+                          "lasso": [{"x": [0, 1, 1], "y": [0, 0, 1]}]}}
+
+
+def test_a_lasso_selection_is_listed_tagged_at_once_and_undone_at_once(efx, store):
+    preds = load_predictions(RUN, efx.home)
+    chosen = preds["index"].iloc[10:40].tolist()
+    at = open_app("map", reviewer="ada", run_id=RUN)
+    assert not at.exception
+    chart = at.get("plotly_chart")[0].proto
+    fig = json.loads(chart.spec)
+    assert sum(len(t["x"]["bdata"]) if isinstance(t["x"], dict) else len(t["x"]) for t in fig["data"]) > 0
+    at = select_in_chart(at, "map_chart", lasso(chosen))
+    assert not at.exception
+    assert texts(at.subheader) == ["30 selected"]
+    assert len([c for c in captions_of(at) if c.startswith("#")]) == 16  # the first page of the gallery
+    at.selectbox(key="map_bulk_category").set_value("context").run()
+    at.button(key="map_bulk_tag").click().run()
+    assert not at.exception
+    assert tags_of(store) == {(i, "context") for i in chosen}
+    assert any("Tagged 30 images 'context'" in s for s in texts(at.success))
+    at.button(key="map_bulk_undo").click().run()
+    assert tags_of(store) == set()
+    assert store.history(reviewer="ada")["batch"].nunique() == 2  # the tag and its undo: one batch each
+
+
+def test_one_point_clicked_on_the_map_shows_its_evidence(efx):
+    duplicates, _, _ = evidence_of(efx)
+    twin = int(duplicates.loc[duplicates["label_conflict"], "index"].iloc[0])
+    at = select_in_chart(open_app("map", reviewer="ada", run_id=RUN), "map_chart", lasso([twin]))
+    assert not at.exception
+    assert texts(at.subheader) == ["1 selected"]
+    assert any("label conflict" in m for m in texts(at.markdown))
+    assert at.button(key="map_nb_1") is not None
+
+
+@pytest.mark.parametrize("colour", ["predicted class", "correct or error", "category"])
+def test_every_colouring_draws(efx, store, colour):
+    preds = load_predictions(RUN, efx.home)
+    store.tag_many(RUN, preds["index"].iloc[:5], "pose", "ada")
+    at = open_app("map", reviewer="ada", run_id=RUN)
+    at.button_group(key="map_colour").set_value(colour).run()
+    assert not at.exception
+    names = {t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
+    if colour == "category":
+        assert names == {"pose", "untagged"}
+    elif colour == "correct or error":
+        assert names == {"correct", "error"}
+    at.button_group(key="map_shown").set_value("errors").run()
+    assert not at.exception
+    assert texts(at.caption)[0].startswith(f"{len(error_indices(preds))} errors, placed")
+
+
+# --- slices ----------------------------------------------------------------------------------------
+
+
+def test_a_slice_is_tagged_without_the_members_left_out_and_undone_at_once(efx, store):
+    _, slices, _ = evidence_of(efx)
+    members = sorted(int(i) for i in slices.loc[slices["slice"] == 1, "index"])
+    at = open_app("slices", reviewer="ada", run_id=RUN)
+    assert not at.exception and not at.error
+    at.button(key="slice_btn_1").click().run()
+    assert texts(at.subheader) == ["Slice 1"]
+    at.multiselect(key="slice_leave_1").set_value(members[:2]).run()
+    at.selectbox(key="slice_bulk_category").set_value("colour").run()
+    at.button(key="slice_bulk_tag").click().run()
+    assert not at.exception
+    assert tags_of(store) == {(i, "colour") for i in members[2:]}
+    at.button(key="slice_bulk_undo").click().run()
+    assert tags_of(store) == set()
+
+
+def test_slice_cards_name_their_size_and_top_pairs(efx):
+    _, slices, _ = evidence_of(efx)
+    at = open_app("slices", reviewer="ada", run_id=RUN)
+    cards = [m for m in texts(at.markdown) if m.startswith("**Slice") or m.startswith("**Unclustered")]
+    sizes = slices["slice"].value_counts()
+    for card in cards:
+        slice_id = -1 if "Unclustered" in card else int(re.match(r"\*\*Slice (\d+)", card).group(1))
+        assert f"· {sizes[slice_id]} errors ·" in card and "→" in card
+
+
+# --- suggestions -----------------------------------------------------------------------------------
+
+
+def tag_for_suggestions(store, preds, n: int) -> list[int]:
+    return tag_like_a_reviewer(store, RUN, preds, n, "ada")
+
+
+def test_suggestions_wait_for_enough_tags_and_say_how_many(efx, store):
+    from cifar_mtl.evidence.suggestions import MIN_TAGGED
+
+    tag_for_suggestions(store, load_predictions(RUN, efx.home), 10)
+    at = open_app("errors", reviewer="ada", run_id=RUN)
+    assert any(f"{MIN_TAGGED - 10} more to go" in c for c in texts(at.caption))
+    assert not [b for b in at.button if b.key == "err_accept"]
+
+
+def test_suggested_categories_are_highlighted_and_accepted_all_at_once(efx, store):
+    preds = load_predictions(RUN, efx.home)
+    untagged = tag_for_suggestions(store, preds, 40)
+    before = tags_of(store)
+    at = open_app("errors", reviewer="ada", run_id=RUN)
+    at.selectbox(key="err_f_reviewed").set_value("untagged").run()
+    at.toggle(key="err_f_mine").set_value(True).run()
+    options = at.selectbox(key="err_f_suggested").options
+    assert set(options) - {"any"} <= {"pose", "colour"} and len(options) > 1
+    category = options[1]
+    at.selectbox(key="err_f_suggested").set_value(category).run()
+    index = detail_index(at)
+    assert index in untagged
+    bar = " ".join(texts(at.markdown))
+    assert "Suggested" in bar and re.search(rf"{category} · precision (\d+%|not measured)", bar), bar
+    accept = at.button(key="err_accept")
+    assert accept.proto.shortcut.lower() == "a"
+    accept.click().run()
+    assert not at.exception
+    added = tags_of(store) - before
+    assert (index, category) in added and {i for i, _ in added} == {index}
+
+
+def test_review_shows_the_evidence_and_accepts_suggestions_by_the_queue_filter(efx, store):
+    preds = load_predictions(RUN, efx.home)
+    tag_for_suggestions(store, preds, 40)
+    at = open_app("review", reviewer="ada", run_id=RUN)
+    assert not at.exception and not at.error
+    assert at.button_group(key="rev_saliency").value == "image"
+    assert any(re.fullmatch(r"[a-z]+ · \d\.\d\d", c) for c in captions_of(at))  # nearest training images
+    category = at.selectbox(key="rev_f_suggested").options[1]
+    at.selectbox(key="rev_f_suggested").set_value(category).run()  # a queue of errors suggested `category`
+    current = int(re.match(r"#(\d+)", [c for c in captions_of(at) if c.startswith("#")][0]).group(1))
+    before = tags_of(store)
+    at.button(key="rev_accept").click().run()
+    assert not at.exception
+    assert (current, category) in tags_of(store) - before
