@@ -1,9 +1,11 @@
 """Server-side speed of the Streamlit app on 10,000-image runs (Streamlit's AppTest).
 
 Figures, on a generated artifacts home (a single-task and a multitask run of 10,000
-test images, 10,000 generated test images, 1,000 tags):
+test images with evidence files for the multitask one, 10,000 generated test images,
+1,000 tags):
 
-- each page's render time after its first load (median of reruns; target < 1 s);
+- each page's render time after its first load (median of reruns; target < 1 s),
+  the Map with its 10,000 points included, and the Map with 1,000 of them selected;
 - a tag click: the tag is written and the page answers (median; target < 200 ms).
   AppTest reruns the whole page on a click, while a browser reruns only the
   tag fragment, so "full page" is an upper bound; "fragment only" runs just the
@@ -24,7 +26,7 @@ from pathlib import Path
 
 
 N_IMAGES = 10_000
-PAGES = ("overview", "errors", "review", "mislabels", "compare", "export", "getting_started")
+PAGES = ("overview", "errors", "review", "map", "slices", "mislabels", "compare", "export", "getting_started")
 REVIEWER = "bench"
 
 
@@ -49,8 +51,14 @@ def _prepare(root: Path) -> None:
     from cifar_mtl.runs import load_predictions
     from tests.app_fixture import build_home
 
+    from cifar_mtl.cifar10 import load_cifar10
+    from cifar_mtl.runs import run_dir
+    from tests.evidence_fixture import write_evidence
+
     fx = build_home(root, n=N_IMAGES)
     os.environ.update(fx.env())
+    write_evidence(run_dir("multi-b"), load_predictions("multi-b"),
+                   load_cifar10(str(fx.data), allow_download=False).y_train)
     store = ReviewStore(default_path(fx.home))
     errors = error_table(load_predictions("multi-b"))["index"].to_numpy()
     for k, category in enumerate(store.category_names()):
@@ -65,9 +73,51 @@ def _page_rows(at, repeats: int) -> list[dict]:
         if at.exception:
             raise RuntimeError(f"page {page} failed: {at.exception[0].value}")
         again = statistics.median(_timed(at.run) for _ in range(repeats))
+        if page == "map" and _map_points(at) != N_IMAGES:
+            raise RuntimeError(f"the map drew {_map_points(at)} points, not {N_IMAGES}")
         rows.append(_figure(f"{page}: first load", first, None))
         rows.append(_figure(f"{page}: render after first load (median of {repeats})", again, 1000))
     return rows
+
+
+def _map_points(at) -> int:
+    """How many points the Map's figure holds (its traces' customdata rows)."""
+    import base64
+    import json
+
+    import numpy as np
+
+    spec = json.loads(next(c.proto for c in at.get("plotly_chart") if "map_chart" in c.proto.id).spec)
+    total = 0
+    for trace in spec["data"]:
+        data = trace["customdata"]
+        if isinstance(data, dict):  # a typed array: base64 bytes of (rows, 2) float32
+            total += len(np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])) // 2
+        else:
+            total += len(data)
+    return total
+
+
+def _selection_row(at, repeats: int) -> dict:
+    """The Map rerun with 1,000 points selected (gallery, counts and bulk-tag controls drawn)."""
+    import json
+
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    from cifar_mtl.runs import load_predictions
+
+    at.switch_page("views/map.py").run()
+    chosen = load_predictions("multi-b")["index"].iloc[:1000].tolist()
+    points = [{"curve_number": 0, "point_index": k, "customdata": {"0": i, "1": 0.5}} for k, i in enumerate(chosen)]
+    chart = next(c.proto for c in at.get("plotly_chart") if "map_chart" in c.proto.id)
+    states = at._tree.get_widget_states()
+    states.widgets.append(WidgetState(id=chart.id, string_value=json.dumps(
+        {"selection": {"points": points, "point_indices": list(range(len(points))), "box": [], "lasso": []}})))
+    at._run(states)  # as the browser reports a lasso: the selection callback keeps it
+    if at.exception or not any(h.value == "1,000 selected" for h in at.subheader):
+        raise RuntimeError("the map selection was not drawn")
+    again = statistics.median(_timed(at.run) for _ in range(repeats))
+    return _figure(f"map with 1,000 points selected: render (median of {repeats})", again, 1000)
 
 
 def _click_rows(at, repeats: int) -> list[dict]:
@@ -123,6 +173,7 @@ def run(quick: bool = False) -> list[dict]:
             rows.append({"name": f"PNG encodings during {repeats} Errors reruns ({before} made on first loads)",
                          "value": float(thumbs.n_encoded - before), "unit": "", "target": "0",
                          "ok": before > 0 and thumbs.n_encoded == before})
+            rows.append(_selection_row(at, repeats))
             rows += _click_rows(at, repeats)
             rows.append(_fragment_row(repeats))
     finally:
