@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 
+import pandas as pd
 import pytest
 
 from cifar_mtl.cifar10 import load_cifar10
@@ -130,6 +131,25 @@ def test_a_damaged_evidence_file_is_named_and_the_rest_still_shows(efx):
     assert any(re.fullmatch(r"[a-z]+ · \d\.\d\d", c) for c in captions_of(at))  # neighbours still shown
     at = open_app("map", reviewer="ada", run_id=RUN)
     assert not at.exception and any(files.MAP_FILE in w for w in texts(at.warning))
+
+
+def test_neighbours_outside_the_loaded_training_set_are_named_not_drawn(efx):
+    folder = run_dir(RUN, efx.home)
+    neighbours = files.read_neighbours(folder)
+    neighbours.loc[neighbours["rank"] == 1, "train_index"] = 49_999  # the real training set's last image
+    files.write_table(folder, files.NEIGHBOURS_FILE, neighbours)
+    at = open_app("errors", reviewer="ada", run_id=RUN)
+    assert not at.exception and not at.error
+    assert any("#49999 (not in the loaded training set)" in c for c in texts(at.caption))
+    assert len([c for c in captions_of(at) if re.fullmatch(r"[a-z]+ · \d\.\d\d", c)]) == 7
+
+
+def test_slices_of_other_predictions_are_refused_with_the_command_to_recompute(efx):
+    folder = run_dir(RUN, efx.home)
+    files.write_table(folder, files.SLICES_FILE, pd.DataFrame({"index": [5000, 5001], "slice": [0, 0]}))
+    at = open_app("slices", reviewer="ada", run_id=RUN)
+    assert not at.exception
+    assert any("python -m cifar_mtl evidence --run" in e for e in texts(at.error))
 
 
 # --- the evidence filters --------------------------------------------------------------------------

@@ -211,3 +211,4 @@ def test_describe_filters_names_the_evidence_filters():
     text = captions.describe_filters({"near_duplicate": True, "label_conflict": True, "slice_id": 0,
                                       "suggested": "pose"})
     assert text == "near-duplicates · label conflicts · slice 0 · suggested pose"
+    assert captions.describe_filters({"suggested": "distinctive_features"}) == r"suggested distinctive\_features"

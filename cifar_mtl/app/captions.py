@@ -53,7 +53,7 @@ def describe_filters(kwargs: dict) -> str:
     if kwargs.get("tagged") is not None:
         parts.append("tagged" if kwargs["tagged"] else "untagged")
     if kwargs.get("category"):
-        parts.append(f"category {kwargs['category']}")
+        parts.append(f"category {escape_markdown(kwargs['category'])}")
     if kwargs.get("reviewer"):
         parts.append(f"by {escape_markdown(kwargs['reviewer'])}")
     if kwargs.get("near_duplicate"):
@@ -63,7 +63,7 @@ def describe_filters(kwargs: dict) -> str:
     if kwargs.get("slice_id") is not None:
         parts.append(f"slice {int(kwargs['slice_id'])}")
     if kwargs.get("suggested"):
-        parts.append(f"suggested {kwargs['suggested']}")
+        parts.append(f"suggested {escape_markdown(kwargs['suggested'])}")
     return " · ".join(parts) or "all errors"
 
 
