@@ -72,3 +72,54 @@ def test_deletion_score_falls_faster_when_the_right_pixels_go_first():
     wrong_score = ev.deletion_score(probe, images, classes, wrong, steps=4)
     # With the wrong map, the first three quarters deleted leave the score untouched.
     assert np.all(np.abs(wrong_score - base) < np.abs(right_score - base) + 1e-7)
+
+
+# --- every evidence file of a trained run, each backbone ------------------------------------
+
+
+def _tiny_run(tmp_path, backbone):
+    from cifar_mtl.config import make_config
+    from cifar_mtl.synthetic import write_fake_cifar
+    from cifar_mtl.training.fit import train
+
+    data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=12, n_test=24)
+    config = make_config({"backbone": backbone, "finetune_epochs": 1, "batch_size": 16, "val_split": 0.0,
+                          "resnet_width": 8, "data_dir": str(data_dir), "progress_interval": 5.0})
+    train(config, "tiny", home_dir=tmp_path / "home")
+    return tmp_path / "home"
+
+
+@pytest.mark.slow  # trains a model per backbone
+@pytest.mark.parametrize("backbone", ["airbench", "resnet9", "efficientnetv2b1"])
+def test_every_evidence_file_of_a_trained_run(tmp_path, backbone):
+    from cifar_mtl import runs
+    from cifar_mtl.evidence import files
+
+    home = _tiny_run(tmp_path, backbone)
+    folder = runs.run_dir("tiny", home)
+    for name in files.FILES:  # training wrote them after the predictions
+        (folder / name).unlink(missing_ok=True)
+    seconds = ev.evidence_run("tiny", home_dir=home, log=lambda line: None)
+    assert set(seconds) >= {"embeddings", "saliency", files.NEIGHBOURS_FILE, files.MAP_FILE}
+    assert all(files.evidence_status(folder).values())
+    predictions = runs.load_predictions("tiny", home)
+    test, train = files.read_embeddings(folder, "test"), files.read_embeddings(folder, "train")
+    assert test.shape[0] == 24 and train.shape == (60, test.shape[1]) and test.dtype == np.float16
+    saliency = files.read_saliency(folder)
+    errors = predictions.loc[~predictions["correct"], "index"].to_numpy()
+    assert np.array_equal(np.sort(saliency["index"]), np.sort(errors))
+    neighbours = files.read_neighbours(folder)
+    assert set(neighbours["index"]) == set(range(24)) and neighbours["train_index"].between(0, 59).all()
+    assert len(files.read_map(folder)) == 24 and len(files.read_duplicates(folder)) == 24
+    assert set(files.read_slices(folder)["index"]) <= set(errors)
+
+
+@pytest.mark.slow
+def test_evidence_command_names_what_is_missing(tmp_path, monkeypatch):
+    from cifar_mtl import cli, runs
+
+    home = _tiny_run(tmp_path, "resnet9")
+    monkeypatch.setenv("CIFAR_MTL_HOME", str(home))
+    assert cli.main(["evidence", "--run", "nope"]) == 2
+    (runs.run_dir("tiny", home) / runs.MODEL_FILE).unlink()
+    assert cli.main(["evidence", "--run", "tiny"]) == 1

@@ -28,6 +28,8 @@ from cifar_mtl import runs
 from cifar_mtl.cifar10 import load_cifar10, load_test_set, resolve_source
 from cifar_mtl.config import TrainConfig, make_config
 from cifar_mtl.errors import UserError
+from cifar_mtl.evidence import files
+from cifar_mtl.evidence.build import build_evidence
 from cifar_mtl.predictions import validate_predictions
 from cifar_mtl.training.models import BACKBONE_NAME, ScaledShift
 from cifar_mtl.training.pipeline import PREDICT_BATCH, predict_dataset
@@ -202,9 +204,6 @@ def write_evidence(
     every misclassified test image for its predicted and its true class, then
     `evidence.build.build_evidence` (neighbours, near-duplicates, map, slices).
     """
-    from cifar_mtl.evidence import files
-    from cifar_mtl.evidence.build import build_evidence
-
     folder = Path(folder)
     predictions = validate_predictions(pd.read_parquet(folder / runs.PREDICTIONS_FILE), expected_rows=len(y_test))
     probe = _probe_model(model)

@@ -22,7 +22,7 @@ import pandas
 import tensorflow as tf
 
 from cifar_mtl import runs
-from cifar_mtl.cifar10 import fingerprint, load_test_set, resolve_source
+from cifar_mtl.cifar10 import fingerprint, load_cifar10, load_test_set, resolve_source
 from cifar_mtl.config import TrainConfig, make_config
 from cifar_mtl.predictions import predictions_table, summary_metrics, validate_predictions
 from cifar_mtl.training.augment import tta_views
@@ -176,8 +176,9 @@ def write_predictions(
     return metrics
 
 
-def predict_run(run_id: str, home_dir=None) -> dict:
-    """(Re)write predictions.parquet and metrics.json of a run from its saved model."""
+def predict_run(run_id: str, home_dir=None, evidence: bool = True, log=print) -> dict:
+    """(Re)write predictions.parquet and metrics.json of a run from its saved model, then
+    (with `evidence`) its evidence files (`training.evidence.write_evidence`)."""
     folder = runs.run_dir(run_id, home_dir)
     config = make_config(runs.load_config(run_id, home_dir))
     model_path = folder / runs.MODEL_FILE
@@ -187,13 +188,18 @@ def predict_run(run_id: str, home_dir=None) -> dict:
     custom = {keras.saving.get_registered_name(ScaledShift): ScaledShift}
     model = keras.models.load_model(model_path, compile=False, custom_objects=custom)
     source = resolve_source(config.data_dir)
-    x_test, y_test = load_test_set(source, allow_download=True)
+    data = load_cifar10(source, allow_download=True) if evidence else None
+    x_test, y_test = (data.x_test, data.y_test) if data is not None else load_test_set(source, allow_download=True)
     t0 = time.time()
     previous = {}
     if (folder / runs.METRICS_FILE).exists():
         previous = runs.load_metrics(run_id, home_dir)
-    metrics = {**previous, **write_predictions(folder, model, config, x_test, y_test)}
+    metrics = {**previous, **write_predictions(folder, model, config, x_test, y_test, log)}
     metrics.update(data_source=source or "keras", data_fingerprint=fingerprint(x_test, y_test))
     metrics.setdefault("seconds", round(time.time() - t0, 1))
     runs.atomic_write_json(folder / runs.METRICS_FILE, metrics)
+    if data is not None:
+        from cifar_mtl.training.evidence import write_evidence
+
+        write_evidence(folder, model, data.x_test, data.y_test, data.x_train, data.y_train, log)
     return metrics
