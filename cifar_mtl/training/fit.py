@@ -9,17 +9,19 @@ the run cancelled; an exception marks it failed with the error.
 The steps of `train` are public so that benchmarks time the very same code:
 `setup_keras`, `precision_policy`, `pipeline.build_datasets`, `model_from_config`,
 `stages`, `compile_stage`, `tracking.RunCallback` and `predict.write_predictions`.
+Under a multi-worker strategy (`distribute`) every worker trains; only the chief
+writes the run folder, the others keep theirs in a temporary folder they delete.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
-import types
 from pathlib import Path
 
 import keras
@@ -28,9 +30,11 @@ import tensorflow as tf
 from cifar_mtl import runs
 from cifar_mtl.cifar10 import DataError, load_cifar10, resolve_source, stratified_split
 from cifar_mtl.config import TrainConfig, make_config
+from cifar_mtl.predictions import predictions_table, summary_metrics
+from cifar_mtl.training import distribute
 from cifar_mtl.training.models import build_model, init_whitening, set_stage
 from cifar_mtl.training.pipeline import build_datasets
-from cifar_mtl.training.predict import write_predictions
+from cifar_mtl.training.predict import predict_arrays, write_predictions
 from cifar_mtl.training.tracking import (
     CHECKPOINT_FILE,
     CancelFlag,
@@ -42,22 +46,17 @@ from cifar_mtl.training.tracking import (
 
 
 # What `_strategy` gives on backends other than TensorFlow: a scope that does nothing.
-_NO_DISTRIBUTION = types.SimpleNamespace(scope=contextlib.nullcontext)
+_NO_DISTRIBUTION = distribute.NO_DISTRIBUTION
 
 
 def _strategy():
-    """MultiWorkerMirrored with TF_CONFIG, Mirrored on several GPUs, else the default.
+    """MultiWorkerMirrored with TF_CONFIG, Mirrored on several devices, else the default.
 
-    tf.distribute exists only for TensorFlow; on another Keras backend (JAX for
-    bench_seed on a GPU machine without TensorFlow) models are built and compiled as is.
+    See `distribute.choose_strategy`. tf.distribute exists only for TensorFlow; on another
+    Keras backend (JAX for bench_seed on a GPU machine without TensorFlow) models are
+    built and compiled as is.
     """
-    if keras.backend.backend() != "tensorflow":
-        return _NO_DISTRIBUTION
-    if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_physical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+    return distribute.choose_strategy()
 
 
 def precision_policy(config: TrainConfig, gpu: bool) -> str:
@@ -131,13 +130,19 @@ def train(config: TrainConfig | dict, run_id: str, progress_bar: bool = False, h
     """
     if isinstance(config, dict):
         config = make_config(config)
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything, and
+    # only the chief writes the run folder.
+    strategy = _strategy()
+    if not distribute.is_chief(strategy):
+        return _train_as_worker(config, run_id, progress_bar)
     folder = _prepare_folder(run_id, config, home_dir)
     runs.write_status(folder, "running", pid=os.getpid())
     log = RunLog(folder / runs.LOG_FILE)
     cancel = CancelFlag()
     cancel.install()
     try:
-        metrics = _train(config, folder, progress_bar, cancel, log)
+        with distribute.peer_failures(strategy, cancel):
+            metrics = _train(config, folder, progress_bar, cancel, log)
     except TrainingCancelled as exc:
         runs.write_status(folder, "cancelled", error=str(exc))
         log("cancelled")
@@ -154,6 +159,26 @@ def train(config: TrainConfig | dict, run_id: str, progress_bar: bool = False, h
         log.close()
     runs.write_status(folder, "succeeded")
     return metrics
+
+
+def _train_as_worker(config: TrainConfig, run_id: str, progress_bar: bool) -> dict:
+    """Train as a non-chief worker of a multi-worker run, in a temporary folder deleted afterwards.
+
+    The worker takes its share of every step; the chief writes the run folder. Returns
+    the test metrics of its copy of the model (the same as the chief's) without writing them.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f"cifar-mtl-{run_id}-worker-"))
+    log = RunLog(folder / runs.LOG_FILE)
+    cancel = CancelFlag()
+    cancel.install()
+    try:
+        log(f"run {run_id}: a worker of a multi-worker run; the chief writes the run folder")
+        with distribute.peer_failures(_strategy(), cancel):
+            return _train(config, folder, progress_bar, cancel, log, chief=False)
+    finally:
+        cancel.uninstall()
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def setup_keras(config: TrainConfig):
@@ -188,7 +213,9 @@ def compile_stage(model, config: TrainConfig, stage: str, epochs: int, lr: float
         _compile(model, config, lr, epochs * steps, int(config.warmup_epochs * steps))
 
 
-def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: CancelFlag, log) -> dict:
+def _train(
+    config: TrainConfig, folder: Path, progress_bar: bool, cancel: CancelFlag, log, chief: bool = True
+) -> dict:
     t0 = time.time()
     source = resolve_source(config.data_dir)
     log(f"loading CIFAR-10 from {source or 'the keras download'}")
@@ -202,9 +229,12 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: Cancel
     plan = stages(config)
     with strategy.scope():
         model = model_from_config(config)
+    distribute.prepare_model(model, strategy, train_ds.element_spec)
     if config.backbone == "airbench" and config.train_from_scratch:
         init_whitening(model, data.x_train[train_idx[:5000]])
     log(f"model {model.name}: {model.count_params():,} parameters, precision {policy}, stages {plan}")
+    devices = distribute.describe(strategy)
+    log("strategy {strategy}: {replicas} replica(s) in sync on {workers} worker(s)".format(**devices))
     callback = RunCallback(folder, [(s, e) for s, e, _ in plan], steps, config.progress_interval, cancel, log)
     done = 0
     for stage, epochs, lr in plan:
@@ -230,9 +260,20 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: Cancel
     if checkpoint.exists():
         model.load_weights(checkpoint)
         log(f"restored the best epoch (validation class accuracy {callback.best:.4f})")
+    distribute.average_moving_statistics(model, strategy)
     model.save(folder / runs.MODEL_FILE)
     cancel.check()
     train_seconds = time.time() - t0
+    if devices["workers"] > 1:
+        # Predicting under the strategy is a collective step every worker would have to
+        # join; each predicts on its own copy instead, which only the chief writes.
+        # (Airbench's ScaledShift layers are registered with Keras by models.py.)
+        model = keras.models.load_model(folder / runs.MODEL_FILE, compile=False)
+    if not chief:
+        probs, animal = predict_arrays(model, data.x_test, config.tta, cancel=cancel)
+        metrics = summary_metrics(predictions_table(probs, data.y_test, animal))
+        log(f"test accuracy {metrics['accuracy']:.4f} (the chief writes the predictions)")
+        return {**metrics, **devices, "seconds": round(time.time() - t0, 1)}
     metrics = write_predictions(
         folder, model, config, data.x_test, data.y_test, log,
         cancel=cancel, progress_interval=config.progress_interval, train_metrics=callback.last_metrics,
@@ -246,6 +287,7 @@ def _train(config: TrainConfig, folder: Path, progress_bar: bool, cancel: Cancel
         data_source=source or "keras",
         data_fingerprint=data.fingerprint,
         precision=policy,
+        **devices,
     )
     runs.atomic_write_json(folder / runs.METRICS_FILE, metrics)
     log(f"test accuracy {metrics['accuracy']:.4f}, cross-group errors {metrics['cross_group_errors']}")
