@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--run-id", help="run folder name (default: <name>-<date>-<random>)")
     t.add_argument("--no-progress-bar", action="store_true", help="no terminal progress bar")
 
+    cv = sub.add_parser("crossval", help="K-fold cross-validation: out-of-sample predictions for every training image")
+    cv.add_argument("--config", help="a JSON configuration file or a shipped config (cpu_crossval, ...)")
+    cv.add_argument("--folds", type=_positive_int, default=5, help="number of folds (default 5)")
+    cv.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    cv.add_argument("--run-id", help="run folder name; an unfinished run of that name is resumed")
+    cv.add_argument("--resume", metavar="RUN_ID", help="resume an unfinished cross-validation run at its first unfinished fold")
+    cv.add_argument("--no-progress-bar", action="store_true", help="no terminal progress bar")
+
     pr = sub.add_parser("predict", help="(re)write predictions.parquet and metrics.json of a run")
     pr.add_argument("--run", required=True, help="run id")
 
@@ -145,6 +153,8 @@ def _dispatch(args) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "crossval":
+            return _crossval(args)
         if args.command == "predict":
             return _predict(args.run)
         if args.command == "evidence":
@@ -266,6 +276,49 @@ def _train(args) -> int:
     print(
         f"run {run_id}: test accuracy {metrics['accuracy']:.4f}, "
         f"cross-group errors {metrics['cross_group_errors']}, {metrics['seconds'] / 60:.1f} min"
+    )
+    return EXIT_OK
+
+
+def _crossval(args) -> int:
+    """`crossval`: train K fold models (or resume an unfinished run) and write train_predictions.parquet."""
+    from cifar_mtl.config import load_config_file
+    from cifar_mtl.runs import new_run_id, validate_run_id
+
+    if args.resume and (args.config or args.set or args.run_id):
+        raise UsageError("--resume RUN_ID takes the run's own settings: leave out --config, --set and --run-id")
+    if not args.resume and not args.config:
+        raise UsageError("give --config (e.g. --config cpu_crossval), or --resume RUN_ID")
+    if args.resume:
+        check_runs_exist([args.resume])
+    else:
+        config = load_config_file(args.config, args.set)
+        run_id = validate_run_id(args.run_id) if args.run_id else new_run_id(f"cv-{config.name}")
+    import_tensorflow_quietly()
+    from cifar_mtl.training.crossval import crossval, resume_config
+    from cifar_mtl.training.tracking import TrainingCancelled
+
+    if args.resume:
+        run_id = args.resume
+        config, folds = resume_config(run_id)
+    else:
+        folds = args.folds
+    print(f"run {run_id}", flush=True)
+    try:
+        metrics = crossval(config, run_id, k=folds, resume=bool(args.resume) or None,
+                           progress_bar=not args.no_progress_bar)
+    except TrainingCancelled:
+        print(f"run {run_id}: cancelled; resume with `python -m cifar_mtl crossval --resume {run_id}`", file=sys.stderr)
+        return EXIT_CANCELLED
+    except UserError:
+        raise
+    except Exception as exc:  # the run folder already records it as failed
+        print(f"run {run_id}: failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"run {run_id}: out-of-sample training accuracy {metrics['oos_accuracy']:.4f} on {metrics['n_train']:,} "
+        f"images ({metrics['folds']} folds), test accuracy of the fold models' average {metrics['accuracy']:.4f}, "
+        f"{metrics['seconds'] / 60:.1f} min"
     )
     return EXIT_OK
 

@@ -62,7 +62,7 @@ def test_config_file_errors_name_the_file(tmp_path):
         load_config_file(listed)
 
 
-@pytest.mark.parametrize("name", ["cpu_quick", "cpu_reference", "seed_finetune"])
+@pytest.mark.parametrize("name", ["cpu_quick", "cpu_reference", "seed_finetune", "cpu_crossval"])
 @pytest.mark.parametrize("variant", ["single", "multitask"])
 def test_shipped_configs_are_valid(name, variant):
     config = load_config_file(name, [f"variant={variant}"])
