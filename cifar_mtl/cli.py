@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--run", required=True, action="append", help="run id; repeat to combine runs")
     m.add_argument("--top", type=_positive_int, help="keep the N most suspect images")
     m.add_argument("--method", default="normalized_margin", choices=["normalized_margin", "self_confidence"])
+    m.add_argument("--split", default="test", choices=["test", "train"],
+                   help="test images of training runs, or training images of cross-validation runs (crossval)")
     m.add_argument("--out", help="output file in an existing folder (default: <home>/exports/...)")
 
     c = sub.add_parser("compare", help="two runs on the same test images: intervals, McNemar's exact test")
@@ -360,7 +362,7 @@ def _mislabels(args) -> int:
     from cifar_mtl.export import export_mislabels_csv
 
     check_runs_exist(args.run)
-    path, ranked = export_mislabels_csv(args.run, top=args.top, method=args.method, out=args.out)
+    path, ranked = export_mislabels_csv(args.run, top=args.top, method=args.method, out=args.out, split=args.split)
     print(path)
     print()
     print(mislabels_table(ranked))

@@ -245,18 +245,28 @@ def write_error_csv(run_id: str, *, long: bool = False, out=None, home_dir=None,
 
 
 def export_mislabels_csv(run_ids, *, top: int | None = None, method: str = "normalized_margin",
-                         out=None, home_dir=None) -> tuple[Path, pd.DataFrame]:
-    """`write_mislabels_csv`, also returning the ranking it wrote (with its `rank` column)."""
-    from cifar_mtl.mislabels import rank_mislabels
+                         out=None, home_dir=None, split: str = "test") -> tuple[Path, pd.DataFrame]:
+    """`write_mislabels_csv`, also returning the ranking it wrote (with its `rank` column).
+
+    `split="train"` ranks training images from cross-validation runs' train predictions
+    (`cifar_mtl.mislabels.train_ranking_of_runs`, Datalab columns where embeddings exist).
+    """
+    from cifar_mtl.mislabels import rank_mislabels, train_ranking_of_runs
     from cifar_mtl.runs import load_predictions
 
     run_ids = [run_ids] if isinstance(run_ids, str) else list(run_ids or [])
     if not run_ids:
         raise ValueError("no run given: pass at least one run id (--run ID)")
     name = run_ids[0] if len(run_ids) == 1 else f"{run_ids[0]}-and-{len(run_ids) - 1}-more"
-    path = _out_path(out, home_dir, f"{name}-mislabels")  # refuse a bad --out before the slow part
-    tables = [load_predictions(r, home_dir) for r in run_ids]
-    ranked = rank_mislabels(tables, method=method, top=top)
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    suffix = "mislabels" if split == "test" else "train-mislabels"
+    path = _out_path(out, home_dir, f"{name}-{suffix}")  # refuse a bad --out before the slow part
+    if split == "train":
+        ranked = train_ranking_of_runs(run_ids, method=method, top=top, home_dir=home_dir)
+    else:
+        tables = [load_predictions(r, home_dir) for r in run_ids]
+        ranked = rank_mislabels(tables, method=method, top=top)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
     write_user_file(path, to_csv_bytes(ranked))
     return path, ranked

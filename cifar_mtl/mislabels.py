@@ -177,3 +177,127 @@ def corrected_accuracy(preds: pd.DataFrame, mislabels: pd.DataFrame) -> dict:
         "n_corrected": int((corrected != labels).sum()),
         "n": n,
     }
+
+
+# --- the training set (out-of-sample predictions from a cross-validation run) ---------
+
+TRAIN_PREDICTIONS_FILE = "train_predictions.parquet"  # written by cifar_mtl.training.crossval
+DATALAB_ISSUES = ("label", "outlier", "near_duplicate")
+DATALAB_COLUMNS = [c for t in DATALAB_ISSUES for c in (f"is_{t}_issue", f"{t}_score")]
+
+
+def load_train_predictions(run_id: str, home_dir=None) -> pd.DataFrame:
+    """A cross-validation run's `train_predictions.parquet`: the predictions table of every
+    training image (`index` = training index) plus `fold`.
+
+    Raises:
+        RunError: the run has no such file (it is not a finished cross-validation run).
+    """
+    from cifar_mtl.runs import RunError, run_dir
+
+    path = run_dir(run_id, home_dir) / TRAIN_PREDICTIONS_FILE
+    if not path.is_file():
+        raise RunError(
+            f"run {run_id!r} has no {TRAIN_PREDICTIONS_FILE}, so it holds no out-of-sample predictions for the "
+            "training set; rank training images from a finished cross-validation run "
+            "(`python -m cifar_mtl crossval --config cpu_crossval --folds 5`)"
+        )
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        raise RunError(f"run {run_id!r}: {TRAIN_PREDICTIONS_FILE} cannot be read ({exc})") from exc
+    missing = [c for c in ("index", "label", *PROB_COLUMNS, "fold") if c not in table.columns]
+    if missing:
+        raise RunError(f"run {run_id!r}: {TRAIN_PREDICTIONS_FILE} is missing columns {missing}; "
+                       f"run the cross-validation again")
+    if table["index"].duplicated().any() or not np.isfinite(table[PROB_COLUMNS].to_numpy(np.float64)).all():
+        raise RunError(f"run {run_id!r}: {TRAIN_PREDICTIONS_FILE} has duplicate images or non-finite "
+                       "probabilities; run the cross-validation again")
+    return table
+
+
+def datalab_issues(labels: np.ndarray, probs: np.ndarray, features: np.ndarray | None = None) -> pd.DataFrame:
+    """cleanlab's Datalab issues per image: label issues from `probs`, outliers and
+    near-duplicates from `features`.
+
+    Args:
+        labels: (N,) given labels 0..9.
+        probs: (N, 10) out-of-sample class probabilities.
+        features: (N, D) embeddings (e.g. a run's `embeddings.npz` train array), or None
+            for the label issue type only.
+
+    Returns:
+        DataFrame in the rows' order with `is_<type>_issue` (bool) and `<type>_score`
+        (float, lower = more severe) for each type in `DATALAB_ISSUES` that was run;
+        the columns of types not run are absent.
+    """
+    from cleanlab import Datalab
+
+    labels = np.asarray(labels, dtype=np.int64)
+    lab = Datalab(data={"label": labels}, label_name="label", verbosity=0)
+    types = {"label": {}}
+    kwargs = {"pred_probs": np.asarray(probs, dtype=np.float64)}
+    if features is not None:
+        features = np.asarray(features, dtype=np.float32)
+        if len(features) != len(labels):
+            raise ValueError(f"features has {len(features)} rows for {len(labels)} images; pass the training "
+                             "embeddings of the same images, in the same order")
+        types.update(outlier={}, near_duplicate={})
+        kwargs["features"] = features
+    lab.find_issues(issue_types=types, **kwargs)
+    issues = lab.get_issues()
+    wanted = [c for c in DATALAB_COLUMNS if c in issues.columns]
+    out = issues[wanted].reset_index(drop=True)
+    for col in wanted:
+        out[col] = out[col].astype(bool if col.startswith("is_") else np.float64)
+    return out
+
+
+def rank_train_mislabels(
+    preds, method: str = "normalized_margin", top: int | None = None, features: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Training images ranked by cleanlab's label-quality score, most suspect first.
+
+    Args:
+        preds: one cross-validation run's train predictions (`load_train_predictions`),
+            or a list of them whose probabilities are averaged.
+        features: None, or (50000, D) training embeddings indexed by training index
+            (`cifar_mtl.evidence.files.read_embeddings(folder, "train")`): Datalab's
+            issue columns (`DATALAB_COLUMNS`) are then added, usable as filters.
+
+    Returns:
+        The columns of `rank_mislabels` (`index` = training index), plus `fold` where the
+        first table has one, plus the Datalab columns when `features` is given.
+    """
+    ranked = rank_mislabels(preds, method=method, top=None)
+    first = preds if isinstance(preds, pd.DataFrame) else list(preds)[0]
+    if "fold" in first.columns:
+        ranked["fold"] = ranked["index"].map(first.set_index("index")["fold"]).astype("int8")
+    if features is not None:
+        index, labels, probs = average_probabilities(preds)
+        if index.max() >= len(features):
+            raise ValueError(f"training index {index.max()} is beyond the {len(features)} rows of the embeddings; "
+                             "use the training embeddings of the full training set")
+        issues = datalab_issues(labels, probs, np.asarray(features)[index])
+        issues.insert(0, "index", index)
+        ranked = ranked.merge(issues, on="index", how="left", sort=False)
+    return ranked.head(int(top)).reset_index(drop=True) if top is not None else ranked
+
+
+def train_ranking_of_runs(run_ids, method: str = "normalized_margin", top: int | None = None,
+                          home_dir=None, features_run: str | None = None) -> pd.DataFrame:
+    """`rank_train_mislabels` of one or several cross-validation runs' train predictions.
+
+    Datalab's columns are added where `features_run` (default: the first run) has an
+    `embeddings.npz` with a `train` array; without one the ranking alone is returned.
+    """
+    from cifar_mtl.evidence.files import MissingEvidence, read_embeddings
+    from cifar_mtl.runs import run_dir
+
+    run_ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+    tables = [load_train_predictions(r, home_dir) for r in run_ids]
+    try:
+        features = read_embeddings(run_dir(features_run or run_ids[0], home_dir), "train")
+    except MissingEvidence:
+        features = None
+    return rank_train_mislabels(tables, method=method, top=top, features=features)

@@ -143,3 +143,95 @@ def test_without_judged_keeps_only_this_reviewers_open_suspects():
     verdicts = pd.DataFrame({"index": [7, 9], "reviewer": ["ann", "bob"], "verdict": ["rejected", "unsure"]})
     assert without_judged(ranked, verdicts, "ann")["index"].tolist() == [5, 9]
     assert without_judged(ranked, verdicts, "cy")["index"].tolist() == [5, 7, 9]
+
+
+# --- the training split (issue 16) -------------------------------------------------------
+
+
+@pytest.fixture
+def train_preds():
+    """Out-of-sample predictions for 300 training images whose indices run past the test set's."""
+    labels = np.arange(300) % 10
+    probs = fake_probabilities(labels, accuracy=0.9, seed=5)
+    probs[40] = 1e-6  # training image 20040, labelled 0, looks like a cat
+    probs[40, 3] = 1 - 9e-6
+    table = predictions_table(probs, labels, index=np.arange(20_000, 20_300))
+    table["fold"] = (np.arange(300) % 3).astype("int8")
+    return table
+
+
+def test_train_ranking_keeps_training_indices_and_folds(train_preds):
+    from cifar_mtl.mislabels import rank_train_mislabels
+
+    ranked = rank_train_mislabels(train_preds)
+    assert ranked.loc[0, "index"] == 20_040 and ranked.loc[0, "suggested_name"] == "cat"
+    assert ranked.loc[0, "fold"] == 40 % 3 and len(ranked) == 300
+    assert list(ranked.columns) == [*RANK_COLUMNS, "fold"]
+    assert rank_train_mislabels(train_preds, top=7)["index"].tolist() == ranked["index"].tolist()[:7]
+
+
+def test_train_ranking_with_datalab_flags_planted_issues(train_preds):
+    from cifar_mtl.mislabels import DATALAB_COLUMNS, rank_train_mislabels
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 16)) * 4
+    features = np.zeros((20_300, 16), np.float32)  # rows by training index
+    idx = train_preds["index"].to_numpy()
+    features[idx] = centres[train_preds["label"]] + rng.normal(size=(300, 16))
+    features[20_100] = features[20_200] + 1e-4  # a near-duplicate pair (both labelled 0)
+    features[20_250] = 500.0  # far from everything: an outlier
+    ranked = rank_train_mislabels(train_preds, features=features).set_index("index")
+    assert all(c in ranked.columns for c in DATALAB_COLUMNS)
+    assert ranked.loc[20_100, "is_near_duplicate_issue"] and ranked.loc[20_200, "is_near_duplicate_issue"]
+    assert ranked.loc[20_250, "is_outlier_issue"]
+    assert ranked.loc[20_040, "is_label_issue"]
+    assert ranked["is_near_duplicate_issue"].sum() < 30 and ranked["is_outlier_issue"].sum() < 30
+    with pytest.raises(ValueError, match="beyond the 100 rows"):
+        rank_train_mislabels(train_preds, features=features[:100])
+
+
+def test_train_predictions_of_a_run_without_crossval_are_refused(tmp_path):
+    from cifar_mtl.mislabels import load_train_predictions
+    from cifar_mtl.runs import RunError
+
+    (tmp_path / "runs" / "plain").mkdir(parents=True)
+    with pytest.raises(RunError, match="not a cross-validation|no train_predictions.parquet.*crossval"):
+        load_train_predictions("plain", tmp_path)
+
+
+def test_train_predictions_round_trip(train_preds, tmp_path):
+    from cifar_mtl.mislabels import TRAIN_PREDICTIONS_FILE, load_train_predictions
+
+    folder = tmp_path / "runs" / "cv"
+    folder.mkdir(parents=True)
+    train_preds.to_parquet(folder / TRAIN_PREDICTIONS_FILE, index=False)
+    back = load_train_predictions("cv", tmp_path)
+    assert back["index"].tolist() == train_preds["index"].tolist() and "fold" in back.columns
+    train_preds.drop(columns=["fold"]).to_parquet(folder / TRAIN_PREDICTIONS_FILE, index=False)
+    with pytest.raises(Exception, match="missing columns \\['fold'\\]"):
+        load_train_predictions("cv", tmp_path)
+
+
+def test_cli_ranks_the_training_split(train_preds, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "runs" / "cv"
+    folder.mkdir(parents=True)
+    train_preds.to_parquet(folder / "train_predictions.parquet", index=False)
+    out = tmp_path / "ranked.csv"
+    env = dict(os.environ, CIFAR_MTL_HOME=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "cifar_mtl", "mislabels", "--split", "train", "--run", "cv",
+                           "--top", "5", "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[4].split()
+    assert first[:4] == ["1", "20040", "airplane", "cat"]
+    assert pd.read_csv(out)["index"].tolist()[0] == 20_040 and len(pd.read_csv(out)) == 5
+    done = subprocess.run([sys.executable, "-m", "cifar_mtl", "mislabels", "--split", "train", "--run", "cv2"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no run named 'cv2'" in done.stderr
+    (tmp_path / "runs" / "plain").mkdir()
+    done = subprocess.run([sys.executable, "-m", "cifar_mtl", "mislabels", "--split", "train", "--run", "plain"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "crossval --config cpu_crossval" in done.stderr
