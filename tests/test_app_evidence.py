@@ -226,6 +226,8 @@ def test_a_lasso_selection_is_listed_tagged_at_once_and_undone_at_once(efx, stor
     at.button(key="map_bulk_undo").click().run()
     assert tags_of(store) == set()
     assert store.history(reviewer="ada")["batch"].nunique() == 2  # the tag and its undo: one batch each
+    at.button(key="map_clear").click().run()
+    assert not at.subheader and any("Nothing selected" in i for i in texts(at.info))
 
 
 def test_one_point_clicked_on_the_map_shows_its_evidence(efx):
@@ -250,6 +252,8 @@ def test_every_colouring_draws(efx, store, colour):
         assert names == {"pose", "untagged"}
     elif colour == "correct or error":
         assert names == {"correct", "error"}
+    at.button_group(key="map_mouse").set_value("pan").run()  # a click selects its point
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["dragmode"] == "pan"
     at.button_group(key="map_shown").set_value("errors").run()
     assert not at.exception
     assert texts(at.caption)[0].startswith(f"{len(error_indices(preds))} errors, placed")

@@ -80,7 +80,7 @@ with detail:
                               help="Tag the slice without these members")
     kept = triage.slice_members(ev.slices, chosen, leave_out=left_out)
     if store is not None:
-        widgets.bulk_tag_controls(run_id, kept.tolist(), key="slice_bulk", what="in this slice")
+        widgets.bulk_tag_controls(run_id, kept.tolist(), key="slice_bulk", what="slice member")
     rows = analysis.error_table(preds, tags, sort="index")
     rows = rows[rows["index"].isin(members)].reset_index(drop=True)
     page = widgets.page_of(rows, key=MEMBER_PAGE_KEY, size=24)

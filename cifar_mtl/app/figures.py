@@ -182,7 +182,8 @@ def group_colours(groups: list[str]) -> dict[str, str]:
     return colours
 
 
-def map_figure(points: pd.DataFrame, groups: pd.Series, *, selected=None, height: int = 620) -> go.Figure:
+def map_figure(points: pd.DataFrame, groups: pd.Series, *, selected=None, dragmode: str = "lasso",
+               height: int = 620) -> go.Figure:
     """Scatter of the test images on the map, one WebGL trace per group, lasso and box ready.
 
     Args:
@@ -190,6 +191,8 @@ def map_figure(points: pd.DataFrame, groups: pd.Series, *, selected=None, height
         groups: the group of each row (`triage.colour_groups`), same index as `points`.
         selected: test indices drawn as selected (the others dimmed), e.g. a selection
             kept while the figure is redrawn; None or empty for no selection.
+        dragmode: what a drag does: "lasso", "select" (a box) or "pan" (in Streamlit a
+            click selects its point only when a drag does not select).
 
     Each point's `customdata` is (test index, confidence) (`indices_from_selection` reads
     the index back); the hover names the image, its classes and confidence. Scattergl draws
@@ -214,9 +217,11 @@ def map_figure(points: pd.DataFrame, groups: pd.Series, *, selected=None, height
         ))
     fig = go.Figure(traces)
     fig.update_layout(
-        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, dragmode="lasso", uirevision="map",
+        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, uirevision="map",
+        dragmode=dragmode,
         xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0, "itemsizing": "constant"},
+        # Below the plot: above it, the legend ran under the chart's toolbar.
+        legend={"orientation": "h", "yanchor": "top", "y": -0.01, "x": 0, "itemsizing": "constant"},
         hovermode="closest", showlegend=True,
     )
     return fig

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from cifar_mtl.app import loaders
-from cifar_mtl.app.captions import caption, class_option, precision_text, undo_text
+from cifar_mtl.app.captions import caption, class_option, plural, precision_text, undo_text
 from cifar_mtl.app.messages import flash, flash_error, show_flash
 from cifar_mtl.app.state import ANY, DETAIL_KEY, SORT_LABELS, filter_key, filters, reviewer
 from cifar_mtl.images import DEFAULT_SCALE, Thumbnails
@@ -273,10 +273,10 @@ def _bulk(run_id: str, indices: list[int], category_key: str, name: str, on: boo
         flash_error(BULK_FLASH, exc, "Tags not saved")
 
 
-def bulk_tag_controls(run_id: str, indices: list[int], *, key: str, what: str = "images") -> None:
+def bulk_tag_controls(run_id: str, indices: list[int], *, key: str, what: str = "image") -> None:
     """Tag (or untag) every image of `indices` with one category as one action; one Undo reverts it.
 
-    `what` names the images on the buttons ("selected images", "slice members").
+    `what` names one image on the buttons ("selected image", "slice member"; made plural).
     """
     name = reviewer()
     show_flash(BULK_FLASH)
@@ -288,7 +288,7 @@ def bulk_tag_controls(run_id: str, indices: list[int], *, key: str, what: str = 
     bar = st.container(horizontal=True, vertical_alignment="bottom", wrap=True)
     bar.selectbox("Category", categories, key=category_key, format_func=lambda c: c.replace("_", " "), width=200)
     n = len(indices)
-    bar.button(f"Tag {n:,} {what}", key=f"{key}_tag", on_click=_bulk, args=(run_id, indices, category_key, name, True),
+    bar.button(f"Tag {plural(n, what)}", key=f"{key}_tag", on_click=_bulk, args=(run_id, indices, category_key, name, True),
                type="primary", icon=":material/sell:", disabled=not n,
                help="One action: a single Undo removes every tag it added")
     bar.button(f"Untag {n:,}", key=f"{key}_untag", on_click=_bulk,

@@ -102,6 +102,21 @@ def test_a_lasso_on_the_map_is_tagged_in_bulk_and_one_undo_reverts_it(app, page)
     history = store.history(reviewer="ada")
     assert len(history) == 2 * n and history["batch"].nunique() == 2  # one action and its undo
 
+    # In click mode a click on one point shows that image with its evidence.
+    page.get_by_role("radio", name="click a point", exact=True).click()
+    settle(page)
+    button(page, "Clear").click()
+    page.get_by_text("Nothing selected yet").wait_for()
+    settle(page)
+    row = layout.iloc[int(np.argmin(np.linalg.norm(xy - centre, axis=1)))]
+    page.mouse.click(*chart_pixels(page, [(row["x"], row["y"])])[0])
+    page.get_by_role("heading", name="1 selected").wait_for()
+    settle(page)
+    assert_clean(page)
+    expect(page.get_by_text(re.compile(rf"^#{int(row['index'])} · "))).to_be_visible()
+    expect(page.get_by_text("Nearest training images")).to_be_visible()
+    shot(page, "map-5-one-point")
+
 
 def test_a_slice_is_tagged_and_undone(app, page):
     url, fx = app
@@ -115,7 +130,7 @@ def test_a_slice_is_tagged_and_undone(app, page):
     shot(page, "slices-1-open")
 
     choose(page, "Category", "colour")
-    button(page, f"Tag {len(members)} in this slice").click()
+    button(page, f"Tag {len(members)} slice members").click()
     wait_for(lambda: tags_of(store) == {(i, "colour") for i in members}, what="the slice's tags")
     settle(page)
     assert_clean(page)
