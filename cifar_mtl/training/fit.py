@@ -34,6 +34,7 @@ from cifar_mtl.predictions import predictions_table, summary_metrics
 from cifar_mtl.training import distribute
 from cifar_mtl.training.models import build_model, init_whitening, set_stage
 from cifar_mtl.training.pipeline import build_datasets
+from cifar_mtl.training.evidence import write_evidence
 from cifar_mtl.training.predict import predict_arrays, write_predictions
 from cifar_mtl.training.tracking import (
     CHECKPOINT_FILE,
@@ -293,4 +294,24 @@ def _train(
     log(f"test accuracy {metrics['accuracy']:.4f}, cross-group errors {metrics['cross_group_errors']}")
     if checkpoint.exists():
         checkpoint.unlink()
+    metrics.update(_evidence(folder, model, data, log, cancel))
+    runs.atomic_write_json(folder / runs.METRICS_FILE, metrics)
     return metrics
+
+
+def _evidence(folder: Path, model, data, log, cancel: CancelFlag) -> dict:
+    """Write the run's evidence files; returns the metrics they add.
+
+    The predictions are already saved: an evidence failure is logged with the command that
+    retries it, and the run still succeeds (a cancel still cancels it).
+    """
+    t0 = time.time()
+    try:
+        write_evidence(folder, model, data.x_test, data.y_test, data.x_train, data.y_train, log, cancel)
+    except TrainingCancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hours of training outweigh one missing file
+        log(f"evidence failed ({type(exc).__name__}: {exc}); "
+            f"retry with `python -m cifar_mtl evidence --run {folder.name}`")
+        return {"evidence_error": f"{type(exc).__name__}: {exc}"}
+    return {"evidence_seconds": round(time.time() - t0, 1)}
