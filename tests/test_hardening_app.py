@@ -64,6 +64,21 @@ def test_the_reviewer_from_the_address(fx):
     assert_no_live_markup(at)
 
 
+@pytest.mark.parametrize("page", ["map", "slices", "errors"])
+def test_the_reviewer_from_the_address_on_the_evidence_pages(fx, page):
+    from cifar_mtl.cifar10 import load_cifar10
+    from cifar_mtl.runs import load_predictions
+    from tests.evidence_fixture import write_evidence
+
+    write_evidence(run_dir("multi-b", fx.home), load_predictions("multi-b", fx.home),
+                   load_cifar10(str(fx.data), allow_download=False).y_train)
+    at = open_page(page, reviewer=IMAGE, run_id="multi-b")
+    bodies = markdown_bodies(at) + [str(h.value) for h in at.subheader]
+    assert not [b for b in bodies if "![x](" in b or "](http" in b], bodies
+    if page == "map":  # the map's caption names whose categories it shows
+        assert any(escape_markdown(IMAGE) in b for b in bodies), bodies
+
+
 def test_a_jobs_submitter_and_error_on_the_retrain_page(fx):
     runner = JobRunner(fx.home, autostart=False)
     job_id = runner.submit({"finetune_epochs": 1}, run_id="hostile", submitted_by=IMAGE)
