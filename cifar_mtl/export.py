@@ -153,10 +153,14 @@ def review_events_frame(preds: pd.DataFrame, store: ReviewStore, run_id: str) ->
     """Long form: one row per review event recorded under `run_id`, oldest first.
 
     Columns: id, at, reviewer, run_id, index, label, label_name, pred, pred_name,
-    confidence, correct, kind, category, action, note, verdict, suggested_label, undoes.
+    confidence, correct, kind, category, action, note, verdict, suggested_label, undoes,
+    batch, split ("train" for verdicts on training images, whose prediction columns are empty).
     """
     events = store.history(run_id=run_id)
-    merged = events.merge(_pred_columns(preds), on="index", how="left")
+    # A verdict on a training image (split "train") has no row in the test predictions.
+    test_index = events["index"].where(events["split"] == "test", -1)
+    merged = events.assign(_test_index=test_index).merge(
+        _pred_columns(preds).rename(columns={"index": "_test_index"}), on="_test_index", how="left")
     head = ["id", "at", "reviewer", "run_id"]
     tail = [c for c in events.columns if c not in head and c != "index"]
     return merged[head + PRED_COLUMNS + tail]

@@ -9,6 +9,7 @@ import sys
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cifar_mtl.stores.database import DB_ENV, DB_FILE, engine_for
@@ -496,3 +497,74 @@ def test_a_bad_team_database_is_one_clear_error(home, monkeypatch):
     with pytest.raises(SchemaError) as info:
         ReviewStore(timeout=2)
     assert "check CIFAR_MTL_DB" in str(info.value) and "s3cret" not in str(info.value)
+
+
+# --- verdicts on training images (issue 16: schema version 4) ------------------------------
+
+
+def test_train_verdicts_are_kept_apart_from_test_verdicts(store):
+    assert store.set_mislabel("cv1", 5, "ann", "confirmed", 3)  # test image 5
+    assert store.set_mislabel("cv1", 5, "ann", "confirmed", 8, split="train")  # training image 5
+    assert store.set_mislabel("cv1", 49_999, "ann", "rejected", split="train")
+    test = store.current_mislabels()
+    train = store.current_mislabels(split="train")
+    assert test[["index", "suggested_label"]].values.tolist() == [[5, 3]]
+    assert train[["index", "verdict"]].values.tolist() == [[5, "confirmed"], [49_999, "rejected"]]
+    assert train.loc[0, "suggested_label"] == 8
+    assert not store.set_mislabel("cv1", 5, "ann", "confirmed", 8, split="train")  # nothing changed
+    events = store.history(index=5)
+    assert events["split"].tolist() == ["test", "train"] and events["verdict"].tolist() == ["confirmed"] * 2
+
+
+def test_train_verdicts_undo_and_clear_by_reviewer(store):
+    store.set_mislabel("cv1", 20_000, "ann", "confirmed", 1, split="train")
+    store.set_mislabel("cv1", 20_000, "ann", "unsure", split="train")
+    store.set_mislabel("cv1", 20_000, "bob", "confirmed", 2, split="train")
+    undone = store.undo("ann")
+    assert undone["index"] == 20_000 and undone["verdict"] == "unsure" and undone["split"] == "train"
+    current = store.current_mislabels(split="train").set_index("reviewer")
+    assert current.loc["ann", "verdict"] == "confirmed" and current.loc["bob", "suggested_label"] == 2
+    assert store.clear_mislabel("cv1", 20_000, "bob", split="train")
+    assert not store.clear_mislabel("cv1", 20_000, "bob", split="train")
+    assert store.current_mislabels(split="train")["reviewer"].tolist() == ["ann"]
+    assert store.current_mislabels().empty  # no test verdict was touched
+
+
+def test_train_verdict_input_is_checked(store):
+    with pytest.raises(ReviewError, match="outside 0..49999 \\(the training set\\)"):
+        store.set_mislabel("cv1", 50_000, "ann", "confirmed", 1, split="train")
+    with pytest.raises(ReviewError, match="outside 0..9999 \\(the test set\\)"):
+        store.set_mislabel("cv1", 10_000, "ann", "confirmed", 1)
+    with pytest.raises(ReviewError, match="unknown split 'val'"):
+        store.set_mislabel("cv1", 1, "ann", "confirmed", 1, split="val")
+    with pytest.raises(ReviewError, match="unknown split"):
+        store.current_mislabels(split="validation")
+
+
+def test_database_refuses_a_training_index_outside_its_split(db_target):
+    ReviewStore(db_target).close()
+    con = raw(db_target)
+    try:
+        for idx, kind, key in ((10_000, "tag", "clutter"), (10_000, "mislabel", ""), (3, "mislabel", "val"),
+                               (50_000, "mislabel", "train")):
+            with pytest.raises(Exception, match="test or train"):
+                con.execute("INSERT INTO review_events (at, reviewer, run_id, idx, kind, key, action, value) "
+                            "VALUES ('2026-01-01T00:00:00.000000+00:00', 'ann', 'r', ?, ?, ?, 'set', 'x')",
+                            (idx, kind, key))
+    finally:
+        con.close()
+
+
+def test_long_export_has_a_split_column(store):
+    from cifar_mtl.export import review_events_frame
+    from cifar_mtl.predictions import predictions_table
+    from cifar_mtl.synthetic import fake_probabilities
+
+    labels = np.arange(20) % 10
+    preds = predictions_table(fake_probabilities(labels, 0.9, seed=1), labels)
+    store.set_mislabel("cv1", 3, "ann", "confirmed", 5)
+    store.set_mislabel("cv1", 3, "ann", "confirmed", 7, split="train")
+    frame = review_events_frame(preds, store, "cv1")
+    assert frame["split"].tolist() == ["test", "train"] and frame["index"].tolist() == [3, 3]
+    assert frame.loc[0, "label"] == 3 and pd.isna(frame.loc[1, "label"])  # no test prediction for a training image
+    assert frame["suggested_label"].tolist() == [5, 7]

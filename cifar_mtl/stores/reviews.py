@@ -29,6 +29,11 @@ as the component `reviews`:
   restoring each key's previous state, in one transaction (each undo event points at
   what it undid in `undoes`; the undo of a batch is a batch of its own). Repeated
   undos walk further back.
+- Training images (schema version 4, issue 16's label loop): mislabel verdicts with
+  `split="train"` are events of kind `mislabel` with key `train` and a training index
+  (0..49999); test verdicts keep key ''. The state key keeps them apart, so history and
+  undo work alike; a trigger refuses any other key, and any index beyond the test set
+  outside that split.
 - `schema_version` holds one row per component (`reviews` here; the job queue
   keeps its own). A database newer than this code is refused with `SchemaError`.
 
@@ -56,9 +61,15 @@ from cifar_mtl.errors import UserError
 from cifar_mtl.labels import CLASS_NAMES, NUM_CLASSES
 from cifar_mtl.stores.database import Component, Database, SchemaError, default_path, now
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 COMPONENT_NAME = "reviews"
 N_TEST = 10_000
+N_TRAIN = 50_000
+# Mislabel verdicts are about test images (key '') or training images (key 'train', issue
+# 16's label loop). The state key (kind, reviewer, idx, key) keeps the two apart, so
+# history, undo and bulk reads work unchanged for both.
+SPLITS = ("test", "train")
+_MISLABEL_KEYS = {"test": "", "train": "train"}
 MAX_NOTE_CHARS = 10_000
 MAX_REVIEWER_CHARS = 100
 
@@ -79,7 +90,7 @@ MISLABEL_COLUMNS = ["index", "reviewer", "verdict", "suggested_label", "run_id",
 NOTE_COLUMNS = ["index", "reviewer", "note", "run_id", "at"]
 EVENT_COLUMNS = [
     "id", "at", "reviewer", "run_id", "index", "kind", "category", "action",
-    "note", "verdict", "suggested_label", "undoes", "batch",
+    "note", "verdict", "suggested_label", "undoes", "batch", "split",
 ]
 # What a bulk action (one row of `review_batches`) did: tag or untag many images, or undo one.
 BATCH_ACTIONS = ("tag_many", "untag_many", "undo")
@@ -228,8 +239,28 @@ def _migration_3(conn) -> None:
         conn.execute(statement)
 
 
+# Version 4: verdicts on training images (mislabel events with key 'train', indices
+# 0..49999). The trigger makes the database itself refuse any other mislabel key and any
+# index beyond the test set outside that split; the version makes older code, which would
+# read training verdicts as test verdicts, refuse the database instead.
+_SPLIT_RULE = (
+    f"(NEW.kind = 'mislabel' AND NEW.key NOT IN ('', 'train')) OR NEW.idx < 0 OR NEW.idx >= {N_TRAIN} "
+    f"OR (NEW.idx >= {N_TEST} AND NOT (NEW.kind = 'mislabel' AND NEW.key = 'train'))"
+)
+_SCHEMA_4 = (
+    f"""CREATE TRIGGER review_events_split BEFORE INSERT ON review_events
+        WHEN {_SPLIT_RULE}
+        BEGIN SELECT RAISE(ABORT, 'review events: a verdict key is test or train, an index in its split'); END""",
+)
+
+
+def _migration_4(conn) -> None:
+    for statement in _SCHEMA_4:
+        conn.execute(statement)
+
+
 # version -> function bringing the schema from version - 1 to version.
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
 
 # --- the same schema for PostgreSQL -------------------------------------------------------
 #
@@ -332,6 +363,18 @@ _PG_SCHEMA_3 = (
     *_pg_append_only("review_batches", "review batches"),
 )
 
+_PG_SCHEMA_4 = (
+    f"""CREATE FUNCTION review_events_split() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF {_SPLIT_RULE} THEN
+            RAISE EXCEPTION 'review events: a verdict key is test or train, an index in its split';
+        END IF;
+        RETURN NEW;
+    END $$""",
+    """CREATE TRIGGER review_events_split BEFORE INSERT ON review_events FOR EACH ROW
+        EXECUTE FUNCTION review_events_split()""",
+)
+
 
 def _pg_migration(statements, then=None):
     def migrate(conn) -> None:
@@ -354,6 +397,7 @@ POSTGRES_MIGRATIONS = {
     1: _pg_migration(_PG_SCHEMA_1, _pg_seed),
     2: _pg_migration(_PG_SCHEMA_2, lambda conn: _build_state(conn, _PG_AT_US)),
     3: _pg_migration(_PG_SCHEMA_3),
+    4: _pg_migration(_PG_SCHEMA_4),
 }
 
 # What each version must hold: table -> columns, and the triggers that keep the rules.
@@ -374,6 +418,7 @@ REQUIRED_TRIGGERS = {
     1: ("review_events_no_update", "review_events_no_delete"),
     2: ("review_state_set", "review_state_clear"),
     3: ("review_batches_no_update", "review_batches_no_delete"),
+    4: ("review_events_split",),
 }
 
 
@@ -402,8 +447,16 @@ def _whole_number(value, limit: int, what: str, where: str) -> int:
     return int(value)
 
 
-def _check_index(index) -> int:
+def _check_index(index, split: str = "test") -> int:
+    if split == "train":
+        return _whole_number(index, N_TRAIN, "image index", " (the training set)")
     return _whole_number(index, N_TEST, "image index", " (the test set)")
+
+
+def _mislabel_key(split) -> str:
+    if split not in SPLITS:
+        raise ReviewError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return _MISLABEL_KEYS[split]
 
 
 def _check_reviewer(reviewer) -> str:
@@ -624,16 +677,20 @@ class ReviewStore:
 
     def set_mislabel(
         self, run_id: str, index: int, reviewer: str, verdict: str, suggested_label: int | None = None,
-        *, given_label: int | None = None,
+        *, given_label: int | None = None, split: str = "test",
     ) -> bool:
         """Record a mislabel verdict; `suggested_label` (0..9) is required when confirmed.
+
+        `split` "train" records a verdict on training image `index` (0..49999), kept apart
+        from the test verdicts (its own history and undo, `current_mislabels(split="train")`).
 
         A rejected verdict says the test label is right, so it takes no suggested label.
         `given_label` is the test set's label of the image: when passed, confirming it
         as mislabelled with that same label is refused (it would say nothing).
         Returns whether the state changed.
         """
-        run_id, index, reviewer = _check_run(run_id), _check_index(index), _check_reviewer(reviewer)
+        key = _mislabel_key(split)
+        run_id, index, reviewer = _check_run(run_id), _check_index(index, split), _check_reviewer(reviewer)
         if verdict not in VERDICTS:
             raise ReviewError(f"unknown verdict {verdict!r}; expected one of {VERDICTS}")
         if suggested_label is not None:
@@ -650,19 +707,20 @@ class ReviewStore:
                     "pick the label you believe is right, or reject the suspicion if the label is right"
                 )
         with self._write(f"reviewer:{reviewer}") as conn:
-            last = _state(conn, "mislabel", reviewer, index, "")
+            last = _state(conn, "mislabel", reviewer, index, key)
             if last is not None and (last["value"], last["suggested_label"]) == (verdict, suggested_label):
                 return False
-            _insert(conn, reviewer, run_id, index, "mislabel", "", "set", verdict, suggested_label)
+            _insert(conn, reviewer, run_id, index, "mislabel", key, "set", verdict, suggested_label)
         return True
 
-    def clear_mislabel(self, run_id: str, index: int, reviewer: str) -> bool:
+    def clear_mislabel(self, run_id: str, index: int, reviewer: str, *, split: str = "test") -> bool:
         """Withdraw the reviewer's verdict (recorded as an event). Returns whether there was one."""
-        run_id, index, reviewer = _check_run(run_id), _check_index(index), _check_reviewer(reviewer)
+        key = _mislabel_key(split)
+        run_id, index, reviewer = _check_run(run_id), _check_index(index, split), _check_reviewer(reviewer)
         with self._write(f"reviewer:{reviewer}") as conn:
-            if _state(conn, "mislabel", reviewer, index, "") is None:
+            if _state(conn, "mislabel", reviewer, index, key) is None:
                 return False
-            _insert(conn, reviewer, run_id, index, "mislabel", "", "clear")
+            _insert(conn, reviewer, run_id, index, "mislabel", key, "clear")
         return True
 
     # -- undo --
@@ -713,9 +771,12 @@ class ReviewStore:
 
     # -- queries --
 
-    def _filters(self, kind, run_id, reviewer, indices) -> tuple[str, list]:
+    def _filters(self, kind, run_id, reviewer, indices, key=None) -> tuple[str, list]:
         """WHERE clause and parameters over `review_state` for the `current_*` queries."""
         where, params = ["kind = ?"], [kind]
+        if key is not None:
+            where.append("key = ?")
+            params.append(key)
         if reviewer is not None:
             where.append("reviewer = ?")
             params.append(_check_reviewer(reviewer))
@@ -727,9 +788,9 @@ class ReviewStore:
             params.append(json.dumps([int(i) for i in _as_index_list(indices)]))
         return " AND ".join(where), params
 
-    def _current(self, kind, run_id, reviewer, indices=None) -> list[tuple]:
+    def _current(self, kind, run_id, reviewer, indices=None, key=None) -> list[tuple]:
         """Current entries as rows (idx, key, reviewer, value, suggested_label, run_id, at_us)."""
-        where, params = self._filters(kind, run_id, reviewer, indices)
+        where, params = self._filters(kind, run_id, reviewer, indices, key)
         sql = (
             "SELECT idx, key, reviewer, value, suggested_label, run_id, at_us FROM review_state "
             f"WHERE {where} ORDER BY idx, key, reviewer"
@@ -753,12 +814,13 @@ class ReviewStore:
             groups = conn.execute(sql, params).fetchall()
         return _tags_frame(sorted(groups, key=lambda g: g[:3]))
 
-    def current_mislabels(self, run_id=None, reviewer=None, indices=None) -> pd.DataFrame:
+    def current_mislabels(self, run_id=None, reviewer=None, indices=None, split: str = "test") -> pd.DataFrame:
         """Current verdicts: DataFrame[index, reviewer, verdict, suggested_label, run_id, at].
 
         `suggested_label` is a nullable Int64 (missing unless confirmed or given with unsure).
+        `split` "train": the verdicts on training images (indices 0..49999) instead.
         """
-        rows = self._current("mislabel", run_id, reviewer, indices)
+        rows = self._current("mislabel", run_id, reviewer, indices, _mislabel_key(split))
         df = pd.DataFrame(
             [(r[0], r[2], r[3], r[4], r[5], r[6]) for r in rows], columns=MISLABEL_COLUMNS
         )
@@ -783,7 +845,7 @@ class ReviewStore:
             params.append(_check_run(run_id))
         if index is not None:
             where.append("idx = ?")
-            params.append(_check_index(index))
+            params.append(_check_index(index, "train"))  # a test or a training image
         if reviewer is not None:
             where.append("reviewer = ?")
             params.append(_check_reviewer(reviewer))
@@ -894,6 +956,7 @@ def _public_event(e: dict) -> dict:
         "action": e["action"], "note": e["value"] if kind == "note" else None,
         "verdict": e["value"] if kind == "mislabel" else None,
         "suggested_label": e["suggested_label"], "undoes": e["undoes"], "batch": e["batch"],
+        "split": "train" if kind == "mislabel" and e["key"] == "train" else "test",
     }
 
 
@@ -961,6 +1024,7 @@ def _events_frame(rows) -> pd.DataFrame:
             "suggested_label": raw["suggested_label"].astype("Int64"),
             "undoes": raw["undoes"].astype("Int64"),
             "batch": raw["batch"].astype("Int64"),
+            "split": np.where((raw["kind"] == "mislabel") & (raw["key"] == "train"), "train", "test"),
         },
         columns=EVENT_COLUMNS,
     )
