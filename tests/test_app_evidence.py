@@ -269,7 +269,7 @@ def test_a_slice_is_tagged_without_the_members_left_out_and_undone_at_once(efx, 
     assert not at.exception and not at.error
     at.button(key="slice_btn_1").click().run()
     assert texts(at.subheader) == ["Slice 1"]
-    at.multiselect(key="slice_leave_1").set_value(members[:2]).run()
+    at.multiselect(key=f"slice_leave_{RUN}_1").set_value(members[:2]).run()
     at.selectbox(key="slice_bulk_category").set_value("colour").run()
     at.button(key="slice_bulk_tag").click().run()
     assert not at.exception

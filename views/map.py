@@ -9,7 +9,6 @@ from cifar_mtl.app.messages import escape_markdown
 from cifar_mtl.app.sidebar import open_run_page
 
 CHART_KEY = "map_chart"
-SELECTED_KEY = "map_selected"  # the reviewer's last lasso, box or click: test indices
 PAGE_KEY = "map_page"
 SHOWN = {"all": "all test images", "errors": "errors only"}
 # What a mouse drag does (plotly's dragmode). Streamlit makes a click select its point only
@@ -17,6 +16,7 @@ SHOWN = {"all": "all test images", "errors": "errors only"}
 MOUSE = {"lasso": "lasso", "select": "box", "pan": "click a point"}
 
 run_id, preds = open_run_page("Map")
+SELECTED_KEY = f"map_selected_{run_id}"  # the reviewer's last lasso, box or click on this run: test indices
 ev = loaders.evidence(run_id)
 if evidence_panel.no_evidence(ev):
     st.stop()

@@ -8,13 +8,13 @@ from cifar_mtl.app import captions, evidence_panel, loaders, state, widgets
 from cifar_mtl.app.messages import show_error
 from cifar_mtl.app.sidebar import open_run_page
 
-OPEN_KEY = "slice_open"
 LIST_PAGE_KEY = "slice_list_page"
 MEMBER_PAGE_KEY = "slice_member_page"
 EXAMPLE_SCALE = 2
 EXAMPLES = 8  # thumbnails per slice card (slice_summary lists this many by default)
 
 run_id, preds = open_run_page("Slices")
+OPEN_KEY = f"slice_open_{run_id}"  # slice numbers mean other groups in another run
 ev = loaders.evidence(run_id)
 if evidence_panel.no_evidence(ev):
     st.stop()
@@ -51,23 +51,28 @@ def open_slice(slice_id: int) -> None:
     st.session_state[MEMBER_PAGE_KEY] = 1
 
 
+def slice_card(row: dict) -> None:
+    """One slice in the list: name, size, top pairs, example thumbnails and its Open button."""
+    slice_id = int(row["slice"])
+    with st.container(border=True, key=f"slice_card_{key_of(slice_id)}"):
+        head = st.container(horizontal=True, vertical_alignment="center")
+        head.markdown(f"**{captions.slice_name(slice_id)}** · {int(row['size']):,} errors · {row['top_pairs']}")
+        head.button("Viewing" if slice_id == chosen else "Open", key=f"slice_btn_{key_of(slice_id)}",
+                    on_click=open_slice, args=(slice_id,), icon=":material/arrow_forward:",
+                    type="primary" if slice_id == chosen else "secondary")
+        if thumbs is not None:
+            examples = [i for i in row["examples"] if thumbs.has(i)]
+            for cell, index in zip(st.columns(EXAMPLES), examples):
+                cell.image(thumbs.png(index, EXAMPLE_SCALE), output_format="PNG", width="stretch")
+        st.caption(f"{captions.plural(int(row['pairs']), 'confusion pair')} · "
+                   f"mean confidence {float(row['mean_confidence']):.0%}")
+
+
 listing, detail = st.columns([3, 2], gap="medium")
 with listing:
     page = widgets.page_of(summary, key=LIST_PAGE_KEY, size=8)
-    for row in page.rows.to_dict("records"):
-        slice_id = int(row["slice"])
-        with st.container(border=True, key=f"slice_card_{key_of(slice_id)}"):
-            head = st.container(horizontal=True, vertical_alignment="center")
-            head.markdown(f"**{captions.slice_name(slice_id)}** · {int(row['size']):,} errors · {row['top_pairs']}")
-            head.button("Viewing" if slice_id == chosen else "Open", key=f"slice_btn_{key_of(slice_id)}",
-                        on_click=open_slice, args=(slice_id,), icon=":material/arrow_forward:",
-                        type="primary" if slice_id == chosen else "secondary")
-            if thumbs is not None:
-                examples = [i for i in row["examples"] if thumbs.has(i)]
-                for cell, index in zip(st.columns(EXAMPLES), examples):
-                    cell.image(thumbs.png(index, EXAMPLE_SCALE), output_format="PNG", width="stretch")
-            st.caption(f"{int(row['pairs'])} confusion pair{'s' if row['pairs'] != 1 else ''} · "
-                       f"mean confidence {float(row['mean_confidence']):.0%}")
+    for record in page.rows.to_dict("records"):
+        slice_card(record)
     widgets.pager(page, key=LIST_PAGE_KEY, max_visible_pages=7)
 
 with detail:
@@ -75,7 +80,7 @@ with detail:
     st.subheader(captions.slice_name(chosen), anchor=False)
     st.caption(f"{int(row['size']):,} errors · {row['top_pairs']}")
     members = triage.slice_members(ev.slices, chosen)
-    left_out = st.multiselect("Leave out", members.tolist(), key=f"slice_leave_{key_of(chosen)}",
+    left_out = st.multiselect("Leave out", members.tolist(), key=f"slice_leave_{run_id}_{key_of(chosen)}",
                               format_func=lambda i: f"#{i}", placeholder="images not to tag with the rest",
                               help="Tag the slice without these members")
     kept = triage.slice_members(ev.slices, chosen, leave_out=left_out)
