@@ -341,3 +341,30 @@ def test_review_shows_the_evidence_and_accepts_suggestions_by_the_queue_filter(e
     at.button(key="rev_accept").click().run()
     assert not at.exception
     assert (current, category) in tags_of(store) - before
+
+
+def test_suggestions_are_fitted_again_only_when_the_reviewers_tags_change(efx, store, monkeypatch):
+    from cifar_mtl.app import loaders
+    from cifar_mtl.evidence import suggestions as module
+
+    calls = []
+    real = module.fit_suggestions
+    monkeypatch.setattr(module, "fit_suggestions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    loaders._fit.clear()
+    preds = load_predictions(RUN, efx.home)
+    untagged = tag_for_suggestions(store, preds, 40)
+    categories = store.category_names()
+
+    def state():
+        return loaders.suggestions(RUN, preds, store.current_tags(reviewer="ada"), categories, "ada")
+
+    first = state()
+    assert first.result is not None and first.n_tagged == 40 and len(calls) == 1
+    assert state().result is first.result and len(calls) == 1  # same tags: the cached fit
+    store.tag(RUN, untagged[0], "clutter", "bob")  # another reviewer's tag changes nothing for ada
+    assert state().result is first.result and len(calls) == 1
+    store.tag(RUN, untagged[0], "clutter", "ada")
+    second = state()
+    assert len(calls) == 2 and second.n_tagged == 41 and untagged[0] not in set(second.table()["index"])
+    store.undo("ada")  # back to the first tag state: its fit is still cached
+    assert state().result is first.result and len(calls) == 2
