@@ -238,7 +238,7 @@ def test_version_2_file_is_migrated_and_its_events_undo_one_by_one(tmp_path):
     con.execute("COMMIT")
     con.close()
     with ReviewStore(path) as s:
-        assert s.schema_version() == SCHEMA_VERSION == 3
+        assert s.schema_version() == SCHEMA_VERSION == 4
         assert s.history()["batch"].isna().all()
         assert s.undo("ann")["count"] == 1
         assert s.current_tags()["index"].tolist() == [1, 2]
