@@ -144,6 +144,15 @@ def test_neighbours_outside_the_loaded_training_set_are_named_not_drawn(efx):
     assert len([c for c in captions_of(at) if re.fullmatch(r"[a-z]+ · \d\.\d\d", c)]) == 7
 
 
+def test_without_the_dataset_the_neighbours_are_a_table(efx, monkeypatch, tmp_path):
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "nowhere"))
+    at = open_app("errors", reviewer="ada", run_id=RUN)
+    assert not at.exception and not at.error
+    assert any("Training images are not available" in c for c in texts(at.caption))
+    table = at.dataframe[-1].value
+    assert list(table.columns) == ["rank", "train_index", "train_name", "similarity"] and len(table) == 8
+
+
 def test_slices_of_other_predictions_are_refused_with_the_command_to_recompute(efx):
     folder = run_dir(RUN, efx.home)
     files.write_table(folder, files.SLICES_FILE, pd.DataFrame({"index": [5000, 5001], "slice": [0, 0]}))
