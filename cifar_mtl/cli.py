@@ -110,6 +110,23 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--exit-when-idle", action="store_true", help="exit when nothing is queued")
     w.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)  # the trainers' interpreter
 
+    lb = sub.add_parser("labels", help="label sets: corrections of training labels built from verdicts")
+    lsub = lb.add_subparsers(dest="labels_command", required=True)
+    lbb = lsub.add_parser("build", help="build the next version of a label set from the training-image verdicts")
+    lbb.add_argument("--name", required=True, help="the set's name (letters, digits, '_', '-')")
+    lbb.add_argument("--reviewer", action="append", help="count this reviewer's verdicts (repeat; default: all)")
+    lbb.add_argument("--min-agree", type=_positive_int, default=1,
+                     help="reviewers who must cast the winning vote on an image (default 1)")
+    lbb.add_argument("--run", action="append", help="only verdicts made on this cross-validation run (repeat)")
+    lbb.add_argument("--by", help="who builds it, for the manifest (default: the login name)")
+    lsub.add_parser("list", help="every version of every label set")
+    lbs = lsub.add_parser("show", help="a label set's manifest and first rows")
+    lbs.add_argument("spec", metavar="NAME[@vK]", help="a set's name (latest version) or NAME@vK")
+    lbs.add_argument("--rows", type=_positive_int, default=20, help="rows to print (default 20)")
+    lbe = lsub.add_parser("export", help="write a label set version as CSV")
+    lbe.add_argument("spec", metavar="NAME[@vK]")
+    lbe.add_argument("--out", required=True, help="output CSV file in an existing folder")
+
     d = sub.add_parser("db", help="the reviews-and-jobs database: copy an SQLite file into PostgreSQL")
     dsub = d.add_subparsers(dest="db_command", required=True)
     dc = dsub.add_parser("copy", help="copy every review, category, bulk action and job into an empty "
@@ -179,6 +196,8 @@ def _dispatch(args) -> int:
             return _worker(args)
         if args.command == "db":
             return _db_copy(args)
+        if args.command == "labels":
+            return _labels(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -613,6 +632,47 @@ def mislabels_table(ranked, rows: int = MISLABEL_ROWS) -> str:
 
 
 # --- workers and the team database ------------------------------------------------------
+
+
+def _labels(args) -> int:
+    """`labels build|list|show|export`: label sets of training-label corrections (cifar_mtl.labelsets)."""
+    from cifar_mtl import labelsets
+
+    if args.labels_command == "build":
+        table, version, path = labelsets.build_from_reviews(
+            args.name, reviewers=args.reviewer, min_agree=args.min_agree, run_ids=args.run, built_by=args.by)
+        c = labelsets.counts(table)
+        print(f"label set {args.name}@v{version}: {c['relabel']} relabelled, {c['exclude']} excluded -> {path}")
+        print(f"train on it with: python -m cifar_mtl train --config FILE --set labels={args.name}@v{version}")
+        return EXIT_OK
+    if args.labels_command == "list":
+        df = labelsets.list_label_sets()
+        if not len(df):
+            print(f"no label sets yet under {labelsets.labelsets_root()}; "
+                  "`python -m cifar_mtl labels build --name NAME` builds one from the training-image verdicts")
+            return EXIT_OK
+        headers = {k: k.replace("_", " ") for k in labelsets.LIST_COLUMNS}
+        print(format_table(df, headers, formats={"built_at": short_time}, widths={"source_runs": 40, "rule": 40}))
+        return EXIT_OK
+    if args.labels_command == "show":
+        table = labelsets.load_label_set(args.spec)
+        m, c = table.attrs["manifest"], labelsets.counts(table)
+        print(f"label set {table.attrs['name']}@v{table.attrs['version']}: {c['relabel']} relabelled, "
+              f"{c['exclude']} excluded; built by {m.get('built_by', '?')} at {m.get('built_at', '?')} from "
+              f"{', '.join(m.get('source_runs') or []) or '?'} ({labelsets.rule_text(m.get('rule') or {})})")
+        print(labelsets.to_csv(table.head(args.rows)).rstrip("\n"))
+        if len(table) > args.rows:
+            print(f"... {len(table) - args.rows} more rows (labels export {args.spec} --out FILE)")
+        return EXIT_OK
+    from pathlib import Path
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: the folder {out.parent} does not exist")
+    text = labelsets.label_set_csv(args.spec)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {text.count(chr(10)) - 1} rows to {out}")
+    return EXIT_OK
 
 
 def _worker(args) -> int:
