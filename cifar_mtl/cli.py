@@ -278,7 +278,9 @@ def _train(args) -> int:
     from cifar_mtl.config import load_config_file
     from cifar_mtl.runs import new_run_id, validate_run_id
 
-    config = load_config_file(args.config, args.set)
+    from cifar_mtl.labelsets import resolve_labels
+
+    config = resolve_labels(load_config_file(args.config, args.set))  # an unknown label set: before TensorFlow
     run_id = validate_run_id(args.run_id) if args.run_id else new_run_id(config.name)
     print(f"run {run_id}", flush=True)
     import_tensorflow_quietly()

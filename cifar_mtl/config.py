@@ -71,6 +71,9 @@ class TrainConfig:
     data_dir: str | None = None  # None: $CIFAR10_DIR, else the keras download
     val_split: float = 0.1  # share of the training set held out, stratified
     train_subset: int | None = None  # stratified subset of the training images, for quick runs
+    # a label set applied to the training labels only ("NAME" = its latest version, "NAME@vK");
+    # a run's config.json records the version it trained on (`labelsets.resolve_labels`)
+    labels: str | None = None
     augment: str = "flip_translate"
     batch_size: int = 64
     # stage 1: heads on a frozen backbone (skipped when weights is "none")
@@ -215,6 +218,8 @@ SETTINGS: dict[str, Setting] = {
                          low=0.0, high=0.5, below_high=True),
     "train_subset": Setting("Training images (0 = all)", "A stratified subset, for quick runs.", "int",
                             low=10, high=TRAIN_SIZE, why=f"the training set holds {TRAIN_SIZE:,} images"),
+    "labels": Setting("Label set", "Corrections of the training labels built from verdicts: NAME (latest "
+                      "version) or NAME@vK; empty: the labels as given", "text"),
     "augment": Setting("Augmentation", "Presets of Keras's own layers", "choice", AUGMENTATIONS),
     "batch_size": Setting("Batch size", kind="int", low=1, high=8192,
                           why="larger batches do not fit in memory at 32x32 and exceed a stage's steps"),
@@ -304,6 +309,13 @@ def _check_ranges(c: TrainConfig, problems: list) -> None:
             problems.append(("finetune_epochs", "frozen_epochs + finetune_epochs: train for at least one epoch"))
         if c.weights == "none" and c.finetune_epochs < 1:
             problems.append(('finetune_epochs', "must be at least 1 when training from scratch (weights 'none')"))
+    if isinstance(c.labels, str):
+        from cifar_mtl.labelsets import LabelSetError, parse_spec
+
+        try:
+            parse_spec(c.labels)
+        except LabelSetError as exc:
+            problems.append(("labels", str(exc)))
     if isinstance(c.name, str):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}", c.name):
             problems.append(('name', f"{c.name!r} must be 1-40 letters, digits, '.', '_' or '-'"))

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import cifar_mtl
 from cifar_mtl.config import FIELDS, ConfigError, TrainConfig, make_config
+from cifar_mtl.labelsets import resolve_labels
 from cifar_mtl.processes import boot_id, describe_exit, process_alive, process_start, stop_group, try_lock
 from cifar_mtl.runs import (
     LOG_FILE,
@@ -208,7 +209,8 @@ class JobRunner:
         `data_dir` / `weights` paths are made absolute, since the worker runs elsewhere.
         """
         values = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
-        cfg = make_config(_absolute_paths(values))
+        # A label set is pinned to its version now: the job trains on what was submitted.
+        cfg = resolve_labels(make_config(_absolute_paths(values)), self.home)
         try:
             run_id = validate_run_id(run_id) if run_id else new_run_id(cfg.name)
         except ValueError as exc:

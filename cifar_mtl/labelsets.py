@@ -543,3 +543,43 @@ def _given_labels(run_ids, home_dir) -> np.ndarray | None:
             labels[table["index"].to_numpy()] = table["label"].to_numpy()
             return labels
     return None
+
+
+# --- training on a label set ----------------------------------------------------------------
+
+
+def resolve_labels(config, home_dir=None):
+    """`config` with its `labels` pinned to "NAME@vK" (a bare NAME: its latest version).
+
+    Raises ConfigError naming the set and how to list sets when it is unknown.
+    """
+    import dataclasses
+
+    from cifar_mtl.config import ConfigError
+
+    if config.labels is None:
+        return config
+    try:
+        name, version = resolve_version(config.labels, home_dir)
+    except LabelSetError as exc:
+        raise ConfigError([("labels", str(exc))]) from None
+    return dataclasses.replace(config, labels=f"{name}@v{version}")
+
+
+def apply_to_training(labels: np.ndarray, spec: str, pool: np.ndarray, home_dir=None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Apply label set `spec` to the training labels for a run training on `pool`.
+
+    Args:
+        labels: (N,) the training labels as loaded (never the test set's).
+        pool: training indices the run uses (training and validation).
+
+    Returns:
+        (new labels (N,), excluded (N,) bool, metrics: label_set, label_set_version,
+        relabelled and excluded, counted within `pool`).
+    """
+    table = load_label_set(spec, home_dir)
+    new, excluded = apply_label_set(labels, table)
+    pool = np.asarray(pool, dtype=np.int64)
+    info = {"label_set": table.attrs["name"], "label_set_version": int(table.attrs["version"]),
+            "relabelled": int((new[pool] != np.asarray(labels)[pool]).sum()), "excluded": int(excluded[pool].sum())}
+    return new, excluded, info

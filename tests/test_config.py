@@ -137,3 +137,16 @@ def test_a_shipped_config_is_found_by_name_and_an_unknown_one_is_named(tmp_path)
     assert load_config_file(own).finetune_epochs == 2
     with pytest.raises(ConfigError, match="nope does not exist and is not a shipped config .*cpu_fast"):
         load_config_file("nope")
+
+
+def test_labels_key_is_a_label_set_name_or_version():
+    assert make_config().labels is None
+    assert make_config(overrides=["labels=fixes"]).labels == "fixes"
+    assert make_config(overrides=["labels=fixes@v3"]).labels == "fixes@v3"
+    assert make_config(overrides=["labels=null"]).labels is None
+    for bad, message in (("../x", "must be 1-64 letters"), ("fixes@3", "NAME@vK"), ("fixes@v0", "start at v1")):
+        with pytest.raises(ConfigError, match=message) as err:
+            make_config(overrides=[f"labels={bad}"])
+        assert "labels" in err.value.by_field()
+    with pytest.raises(ConfigError, match="labels: expected a string"):
+        make_config({"labels": 3})

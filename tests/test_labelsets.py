@@ -210,3 +210,59 @@ def test_cli_build_says_when_the_set_is_empty(home, capsys):
     assert "would be empty" in capsys.readouterr().err
     assert main(["labels", "list"]) == 0
     assert "no label sets yet" in capsys.readouterr().out
+
+
+# --- retraining on a label set ------------------------------------------------------------------
+
+TINY = {"backbone": "airbench", "pooling": "max", "dropout": 0.0, "optimizer": "sgd", "finetune_epochs": 1,
+        "batch_size": 16, "val_split": 0.2, "augment": "none", "progress_interval": 0.1, "mixed_precision": "off"}
+
+
+def test_an_unknown_label_set_is_a_config_error(home, capsys):
+    from cifar_mtl.config import ConfigError, make_config
+
+    with pytest.raises(ConfigError, match="labels: no label set named 'fixes'.*labels list"):
+        ls.resolve_labels(make_config({"labels": "fixes"}))
+    ls.save_label_set(ls.build_label_set(VOTES), "fixes")
+    ls.save_label_set(ls.build_label_set(VOTES), "fixes")
+    assert ls.resolve_labels(make_config({"labels": "fixes"})).labels == "fixes@v2"
+    assert ls.resolve_labels(make_config({"labels": "fixes@v1"})).labels == "fixes@v1"
+    with pytest.raises(ConfigError, match="has no version v3"):
+        ls.resolve_labels(make_config({"labels": "fixes@v3"}))
+    assert main(["train", "--config", "cpu_fast", "--set", "labels=other"]) == 2
+    err = capsys.readouterr().err
+    assert "no label set named 'other'" in err and "labels list" in err
+
+
+def test_training_on_a_label_set_changes_training_labels_only(home, tmp_path, monkeypatch):
+    from cifar_mtl import runs
+    from cifar_mtl.cifar10 import load_cifar10
+    from cifar_mtl.config import make_config
+    from cifar_mtl.synthetic import write_fake_cifar
+    from cifar_mtl.training import fit
+
+    data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=12, n_test=20)
+    data = load_cifar10(str(data_dir))
+    rows = verdicts((3, "ann", "confirmed", int(data.y_train[3] + 1) % 10), (4, "ann", "unsure", None),
+                    (8, "ann", "confirmed", int(data.y_train[8] + 2) % 10))
+    ls.save_label_set(ls.build_label_set(rows, given_labels=data.y_train), "fixes", home)
+    seen = {}
+
+    def spy(config, data_, train_idx, val_idx):
+        seen.update(y=data_.y_train.copy(), y_test=data_.y_test.copy(), idx=np.concatenate([train_idx, val_idx]))
+        return build(config, data_, train_idx, val_idx)
+
+    build = fit.build_datasets
+    monkeypatch.setattr(fit, "build_datasets", spy)
+    metrics = fit.train(make_config({**TINY, "data_dir": str(data_dir), "labels": "fixes"}), "fixed", home_dir=home)
+    assert seen["y"][3] == (data.y_train[3] + 1) % 10 and seen["y"][8] == (data.y_train[8] + 2) % 10
+    assert 4 not in seen["idx"] and len(seen["idx"]) == len(data.y_train) - 1
+    untouched = np.setdiff1d(np.arange(len(data.y_train)), [3, 8])
+    assert (seen["y"][untouched] == data.y_train[untouched]).all()
+    # the test set is never changed: neither what the model sees nor the labels it is scored on
+    assert (seen["y_test"] == data.y_test).all()
+    assert (runs.load_predictions("fixed", home)["label"].to_numpy() == data.y_test).all()
+    assert runs.load_config("fixed", home)["labels"] == "fixes@v1"
+    saved = runs.load_metrics("fixed", home)
+    for m in (metrics, saved):
+        assert (m["label_set"], m["label_set_version"], m["relabelled"], m["excluded"]) == ("fixes", 1, 2, 1)

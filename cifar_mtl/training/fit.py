@@ -15,6 +15,7 @@ writes the run folder, the others keep theirs in a temporary folder they delete.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -25,11 +26,13 @@ import traceback
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cifar_mtl import runs
 from cifar_mtl.cifar10 import DataError, load_cifar10, resolve_source, stratified_split
 from cifar_mtl.config import TrainConfig, make_config
+from cifar_mtl.labelsets import apply_to_training, resolve_labels
 from cifar_mtl.predictions import predictions_table, summary_metrics
 from cifar_mtl.training import distribute
 from cifar_mtl.training.models import build_model, init_whitening, set_stage
@@ -131,11 +134,13 @@ def train(config: TrainConfig | dict, run_id: str, progress_bar: bool = False, h
     """
     if isinstance(config, dict):
         config = make_config(config)
+    # config.json records the label set's version this run trains on.
+    config = resolve_labels(config, home_dir)
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything, and
     # only the chief writes the run folder.
     strategy = _strategy()
     if not distribute.is_chief(strategy):
-        return _train_as_worker(config, run_id, progress_bar)
+        return _train_as_worker(config, run_id, progress_bar, home_dir)
     folder = _prepare_folder(run_id, config, home_dir)
     runs.write_status(folder, "running", pid=os.getpid())
     log = RunLog(folder / runs.LOG_FILE)
@@ -143,7 +148,7 @@ def train(config: TrainConfig | dict, run_id: str, progress_bar: bool = False, h
     cancel.install()
     try:
         with distribute.peer_failures(strategy, cancel):
-            metrics = _train(config, folder, progress_bar, cancel, log)
+            metrics = _train(config, folder, progress_bar, cancel, log, home_dir=home_dir)
     except TrainingCancelled as exc:
         runs.write_status(folder, "cancelled", error=str(exc))
         log("cancelled")
@@ -162,7 +167,7 @@ def train(config: TrainConfig | dict, run_id: str, progress_bar: bool = False, h
     return metrics
 
 
-def _train_as_worker(config: TrainConfig, run_id: str, progress_bar: bool) -> dict:
+def _train_as_worker(config: TrainConfig, run_id: str, progress_bar: bool, home_dir=None) -> dict:
     """Train as a non-chief worker of a multi-worker run, in a temporary folder deleted afterwards.
 
     The worker takes its share of every step; the chief writes the run folder. Returns
@@ -175,7 +180,7 @@ def _train_as_worker(config: TrainConfig, run_id: str, progress_bar: bool) -> di
     try:
         log(f"run {run_id}: a worker of a multi-worker run; the chief writes the run folder")
         with distribute.peer_failures(_strategy(), cancel):
-            return _train(config, folder, progress_bar, cancel, log, chief=False)
+            return _train(config, folder, progress_bar, cancel, log, chief=False, home_dir=home_dir)
     finally:
         cancel.uninstall()
         log.close()
@@ -215,14 +220,17 @@ def compile_stage(model, config: TrainConfig, stage: str, epochs: int, lr: float
 
 
 def _train(
-    config: TrainConfig, folder: Path, progress_bar: bool, cancel: CancelFlag, log, chief: bool = True
+    config: TrainConfig, folder: Path, progress_bar: bool, cancel: CancelFlag, log, chief: bool = True,
+    home_dir=None,
 ) -> dict:
     t0 = time.time()
     source = resolve_source(config.data_dir)
     log(f"loading CIFAR-10 from {source or 'the keras download'}")
     data = load_cifar10(source)
     cancel.check()
+    # Split on the labels as given, so a run on a label set holds out the same images as one without.
     train_idx, val_idx = stratified_split(data.y_train, config.val_split, config.seed, config.train_subset)
+    data, train_idx, val_idx, label_info = _apply_labels(config, data, train_idx, val_idx, home_dir, log)
     log(f"{len(train_idx)} training, {len(val_idx)} validation, {len(data.y_test)} test images")
 
     policy, strategy = setup_keras(config)
@@ -289,6 +297,7 @@ def _train(
         data_fingerprint=data.fingerprint,
         precision=policy,
         **devices,
+        **label_info,
     )
     runs.atomic_write_json(folder / runs.METRICS_FILE, metrics)
     log(f"test accuracy {metrics['accuracy']:.4f}, cross-group errors {metrics['cross_group_errors']}")
@@ -297,6 +306,22 @@ def _train(
     metrics.update(_evidence(folder, model, data, log, cancel))
     runs.atomic_write_json(folder / runs.METRICS_FILE, metrics)
     return metrics
+
+
+def _apply_labels(config: TrainConfig, data, train_idx, val_idx, home_dir, log):
+    """Apply `config.labels` to the training labels (never the test set's): relabelled
+    images train on their new class, excluded ones leave training and validation.
+
+    Returns (data, train_idx, val_idx, metrics to record: {} without a label set).
+    """
+    if config.labels is None:
+        return data, train_idx, val_idx, {}
+    pool = np.concatenate([train_idx, val_idx])
+    labels, excluded, info = apply_to_training(data.y_train, config.labels, pool, home_dir)
+    data = dataclasses.replace(data, y_train=labels)
+    log(f"label set {info['label_set']}@v{info['label_set_version']}: {info['relabelled']} training images "
+        f"relabelled, {info['excluded']} excluded")
+    return data, train_idx[~excluded[train_idx]], val_idx[~excluded[val_idx]], info
 
 
 def _evidence(folder: Path, model, data, log, cancel: CancelFlag) -> dict:
