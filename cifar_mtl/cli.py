@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--run-id", help="run folder name; an unfinished run of that name is resumed")
     cv.add_argument("--resume", metavar="RUN_ID", help="resume an unfinished cross-validation run at its first unfinished fold")
     cv.add_argument("--no-progress-bar", action="store_true", help="no terminal progress bar")
+    cv.add_argument("--queue", action="store_true",
+                    help="queue it as a job (`jobs show/cancel/resume`) instead of running it here")
 
     pr = sub.add_parser("predict", help="(re)write predictions.parquet and metrics.json of a run")
     pr.add_argument("--run", required=True, help="run id")
@@ -312,6 +314,12 @@ def _crossval(args) -> int:
         raise UsageError("--resume RUN_ID takes the run's own settings: leave out --config, --set and --run-id")
     if not args.resume and not args.config:
         raise UsageError("give --config (e.g. --config cpu_crossval), or --resume RUN_ID")
+    if args.queue:
+        if args.resume:
+            raise UsageError("--queue with --resume: resume a queued cross-validation job with "
+                             "`python -m cifar_mtl jobs resume JOB_ID`")
+        return jobs_main(["submit", "--config", args.config, "--crossval", str(args.folds),
+                          *(f"--set={s}" for s in args.set), *(["--run-id", args.run_id] if args.run_id else [])])
     if args.resume:
         check_runs_exist([args.resume])
     else:
@@ -726,9 +734,13 @@ def _jobs_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     s.add_argument("--run-id", help="run folder name (default: <name>-<date>-<random>)")
     s.add_argument("--max-concurrent", type=int, default=1, help="workers allowed at once (default 1)")
+    s.add_argument("--crossval", type=int, metavar="K",
+                   help="queue a K-fold cross-validation run (`crossval`) instead of a training run")
     sub.add_parser("list", parents=[common], help="table of jobs, newest first")
     for name, text in (("show", "state, progress, error and log tail of a job"), ("logs", "the job's train.log"),
                        ("cancel", "stop a job (SIGTERM, then SIGKILL after --grace s)"),
+                       ("resume", "queue a cancelled or failed cross-validation job again; it goes on "
+                                  "from its first unfinished fold"),
                        ("wait", "wait for a job to end; exit 0 succeeded, 1 failed, 130 cancelled")):
         c = sub.add_parser(name, parents=[common], help=text)
         c.add_argument("id", type=int, help="job id (see `jobs list`)")
@@ -809,6 +821,9 @@ def _jobs_dispatch(args) -> int:
     if args.command == "show":
         print(format_job(runner.get(args.id)))
         return EXIT_OK
+    if args.command == "resume":
+        print(f"job {args.id}: {runner.resume(args.id)} (resumes at its first unfinished fold)")
+        return EXIT_OK
     if args.command == "cancel":
         state = runner.cancel(args.id, args.grace)
         print(f"job {args.id}: {state}")
@@ -824,10 +839,15 @@ def _jobs_submit(args) -> int:
     from cifar_mtl.jobs import JobRunner
 
     runner = JobRunner(args.home, max_concurrent=args.max_concurrent)
-    job_id = runner.submit(load_config_file(args.config, args.set), args.run_id)
+    config = load_config_file(args.config, args.set)
+    if args.crossval is not None:
+        job_id = runner.submit_crossval(config, args.crossval, args.run_id)
+    else:
+        job_id = runner.submit(config, args.run_id)
     run_id = runner.get(job_id, refresh=False, log_lines=0)["run_id"]
     home_arg = f" --home {shlex.quote(args.home)}" if args.home else ""
-    print(f"job {job_id} queued: run {run_id} from {args.config}"
+    what = f"{args.crossval}-fold cross-validation run" if args.crossval is not None else "run"
+    print(f"job {job_id} queued: {what} {run_id} from {args.config}"
           + (f" with {', '.join(args.set)}" if args.set else ""))
     print("follow it with:")
     for command in ("show", "logs", "wait"):

@@ -122,6 +122,10 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# A cross-validation run's config.json (and a cross-validation job's config) is a
+# TrainConfig's fields plus this key: {"folds": K, "seed": S}; see training.crossval.
+CROSSVAL_KEY = "crossval"
+MIN_FOLDS, MAX_FOLDS = 2, 20
 
 
 def _parse_value(key: str, text: str):

@@ -2,8 +2,11 @@
 
 A job is a row of the job queue (`stores.jobqueue`, in `<home>/cifar-mtl.sqlite`
 beside the reviews). Its worker is `python -m cifar_mtl train --config FILE
---run-id ID`, started from an argument list (never a shell) in its own process
-session, with its output appended to the run's `train.log`.
+--run-id ID` (a cross-validation job, `submit_crossval`: `crossval --folds K
+--config FILE --run-id ID`, which resumes its run at the first unfinished fold, so
+`resume` of a cancelled or failed one goes on where it stopped), started from an
+argument list (never a shell) in its own process session, with its output appended
+to the run's `train.log`.
 
 Workers are launched by a small detached supervisor (`python -m cifar_mtl jobs
 _supervise`, see `cli.py`), one per home, which lives while jobs are queued or
@@ -45,7 +48,7 @@ import time
 from pathlib import Path
 
 import cifar_mtl
-from cifar_mtl.config import FIELDS, ConfigError, TrainConfig, make_config
+from cifar_mtl.config import CROSSVAL_KEY, FIELDS, MAX_FOLDS, MIN_FOLDS, ConfigError, TrainConfig, make_config
 from cifar_mtl.labelsets import resolve_labels
 from cifar_mtl.processes import boot_id, describe_exit, process_alive, process_start, stop_group, try_lock
 from cifar_mtl.runs import (
@@ -220,6 +223,51 @@ class JobRunner:
         job_id = self.queue.add(run_id, cfg.to_dict(), submitted_by)
         self.ensure_supervisor()
         return job_id
+
+    def submit_crossval(self, config: dict | TrainConfig, folds: int = 5, run_id: str | None = None,
+                        submitted_by: str | None = None) -> int:
+        """Queue a cross-validation run of `folds` folds (`python -m cifar_mtl crossval`); the job id.
+
+        The job's config is the run's config.json form: the TrainConfig fields plus
+        `{"crossval": {"folds": K, "seed": S}}`. A cancelled or failed one goes on from its
+        first unfinished fold when `resume`d. Checks as `submit`; JobError for a bad fold count.
+        """
+        if isinstance(folds, bool) or not isinstance(folds, int) or not MIN_FOLDS <= folds <= MAX_FOLDS:
+            raise JobError(f"folds {folds!r}: give between {MIN_FOLDS} and {MAX_FOLDS} folds (5 is usual)")
+        values = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
+        cfg = resolve_labels(make_config(_absolute_paths(values)), self.home)
+        run_id = self._new_run_id(run_id, f"cv-{cfg.name}")
+        extra = {CROSSVAL_KEY: {"folds": int(folds), "seed": int(cfg.seed)}}
+        job_id = self.queue.add(run_id, {**cfg.to_dict(), **extra}, submitted_by)
+        self.ensure_supervisor()
+        return job_id
+
+    def _new_run_id(self, run_id: str | None, prefix: str) -> str:
+        try:
+            run_id = validate_run_id(run_id) if run_id else new_run_id(prefix)
+        except ValueError as exc:
+            raise JobError(str(exc)) from None
+        if run_dir(run_id, self.home).exists():
+            raise JobError(f"run id {run_id!r} is already used by a run folder; choose another or leave it empty")
+        return run_id
+
+    def resume(self, job_id: int) -> str:
+        """Queue a cancelled or failed cross-validation job again, as the same job: its
+        worker resumes the run at its first unfinished fold. Returns the new state."""
+        job = self._row(job_id)
+        if CROSSVAL_KEY not in json.loads(job["config"]):
+            raise JobError(f"job {job_id} is a training run, which starts over; submit it again instead "
+                           "(only cross-validation jobs resume)")
+        if job["state"] not in ("cancelled", "failed"):
+            raise JobError(f"job {job_id} is {job['state']}; only a cancelled or failed job can be resumed")
+        if read_status(run_dir(job["run_id"], self.home)).get("state") == "succeeded":
+            raise JobError(f"job {job_id}'s run {job['run_id']} is already complete")
+        cleared = dict(state="queued", started_at=None, finished_at=None, pid=None, pid_start=None, boot_id=None,
+                       exit_code=None, cancel_requested=0, error=None, worker=None, heartbeat_at=None)
+        if not self._update(job_id, job["state"], **cleared):
+            return self._row(job_id)["state"]
+        self.ensure_supervisor()
+        return "queued"
 
     def submit_demo(self, base: dict | None = None) -> list[int]:
         """Queue the Getting started demo: one single-task and one multitask run of `base`.
@@ -473,11 +521,10 @@ class JobRunner:
         None if it failed to start (the job is then failed with the reason)."""
         folder = run_dir(job["run_id"], self.home)
         config_path = self.home / "jobs" / f"job-{job['id']}.json"
-        cmd = [self.python, "-m", "cifar_mtl", "train", "--config", str(config_path),
-               "--run-id", job["run_id"], "--no-progress-bar"]
+        config_text, cmd = job_command(job["config"], config_path, job["run_id"], self.python)
         try:
             config_path.parent.mkdir(parents=True, exist_ok=True)
-            config_path.write_text(job["config"], encoding="utf-8")
+            config_path.write_text(config_text, encoding="utf-8")
             folder.mkdir(parents=True, exist_ok=True)
             with open(folder / LOG_FILE, "ab") as log:
                 log.write(f"[{now_iso()}] job {job['id']}: starting {' '.join(cmd)}\n".encode())
@@ -490,6 +537,26 @@ class JobRunner:
         self._update(job["id"], pid=proc.pid, pid_start=process_start(proc.pid), boot_id=boot_id())
         return proc
 
+
+
+def job_command(config_json: str, config_path: Path, run_id: str, python: str = sys.executable) -> tuple[str, list[str]]:
+    """(the config file's text, the worker's argument list) of a job.
+
+    A training job runs `train`; a cross-validation job (config with `CROSSVAL_KEY`)
+    runs `crossval --folds K`, which resumes the run folder `run_id` when it is unfinished.
+    """
+    values = json.loads(config_json)
+    extra = values.pop(CROSSVAL_KEY, None)
+    base = [python, "-m", "cifar_mtl"]
+    tail = ["--config", str(config_path), "--run-id", run_id, "--no-progress-bar"]
+    if extra is None:
+        return config_json, [*base, "train", *tail]
+    return json.dumps(values), [*base, "crossval", "--folds", str(int(extra["folds"])), *tail]
+
+
+def is_crossval(config: dict) -> bool:
+    """Whether a job's config (dict) is a cross-validation run's."""
+    return CROSSVAL_KEY in config
 
 
 def _absolute_paths(values: dict) -> dict:
@@ -551,6 +618,7 @@ def progress_summary(progress: dict | None) -> str:
     """One line from progress.json: stage, epoch, step, ETA (e.g. 'finetune, epoch 2/3, step 40/100, ETA 1m05s')."""
     if not progress:
         return "no progress yet"
+    fold = [f"fold {progress['fold']}/{progress['folds']}"] if progress.get("folds") else []
     if progress.get("phase") == "predict":
         # Training is over: the bar now follows the test set's prediction batches.
         parts = [f"predicting the test set, batch {progress.get('step', 0)}/{progress.get('steps') or '?'}"]
@@ -560,6 +628,7 @@ def progress_summary(progress: dict | None) -> str:
             parts.append(f"epoch {progress.get('epoch', 0)}/{progress['epochs']}")
         if progress.get("steps"):
             parts[-1] += f", step {progress.get('step', 0)}/{progress['steps']}"
+    parts = fold + parts
     eta = progress.get("eta_seconds")
     if isinstance(eta, (int, float)) and eta >= 0:
         parts.append(f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s")

@@ -140,3 +140,27 @@ def test_cli_cross_validates(data_dir, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "run cv2: out-of-sample training accuracy" in out.stdout and "on 60 images (2 folds)" in out.stdout
     assert len(pd.read_parquet(runs.run_dir("cv2", tmp_path) / "train_predictions.parquet")) == 60
+
+
+def test_crossval_on_a_label_set_uses_the_shared_training_loop(data_dir, tmp_path, monkeypatch):
+    """Folds train through fit.train_stages; a label set's relabels are the labels the folds
+    train and score on, its exclusions leave every fold."""
+    from cifar_mtl import labelsets as ls
+    from cifar_mtl.training import crossval as cv, fit
+
+    y = load_cifar10(str(data_dir)).y_train
+    table = ls.from_ranking(pd.DataFrame({"index": [2, 5], "label": y[[2, 5]], "suggested": (y[[2, 5]] + 1) % 10}), 2)
+    table.loc[1, ["action", "label"]] = ["exclude", pd.NA]
+    ls.save_label_set(table, "fixes", tmp_path)
+    calls = []
+    loop = fit.train_stages
+    monkeypatch.setattr(fit, "train_stages", lambda *a, **k: calls.append(1) or loop(*a, **k))
+    metrics = cv.crossval(make_config({**TINY, "data_dir": str(data_dir), "labels": "fixes"}), "cvl", k=2,
+                          home_dir=tmp_path)
+    assert len(calls) == 2  # one per fold
+    train = pd.read_parquet(runs.run_dir("cvl", tmp_path) / "train_predictions.parquet").set_index("index")
+    assert 5 not in train.index and len(train) == len(y) - 1
+    assert train.loc[2, "label"] == (y[2] + 1) % 10 and train.loc[3, "label"] == y[3]
+    assert (metrics["label_set"], metrics["label_set_version"], metrics["relabelled"], metrics["excluded"]) == (
+        "fixes", 1, 1, 1)
+    assert runs.load_config("cvl", tmp_path)["labels"] == "fixes@v1"

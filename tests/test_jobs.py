@@ -417,3 +417,114 @@ def test_worker_ignoring_sigterm_is_killed_after_the_grace_period(engine_home, h
     assert status_json(home, "stubborn")["state"] == "cancelled"
     assert not worker_alive(pid, job["pid_start"], None, "stubborn")
     wait_for(lambda: not r.supervisor_running(), timeout=30, what="the supervisor to exit")
+
+
+# --- cross-validation jobs (issue 16) ---------------------------------------------------------
+
+CV_TINY = {"backbone": "airbench", "pooling": "max", "dropout": 0.0, "optimizer": "sgd", "finetune_epochs": 1,
+           "batch_size": 16, "val_split": 0.0, "augment": "none", "progress_interval": 0.1,
+           "mixed_precision": "off"}
+
+
+def test_a_crossval_job_runs_the_crossval_command(engine_home, home):
+    from cifar_mtl.config import CROSSVAL_KEY
+    from cifar_mtl.training.crossval import CROSSVAL_KEY as RUN_KEY
+
+    assert CROSSVAL_KEY == RUN_KEY  # the job's config is the run's config.json form
+    r = JobRunner(home, autostart=False)
+    job_id = r.submit_crossval({"name": "x", "seed": 7}, folds=3, run_id="cv-x")
+    config = r.get(job_id, refresh=False)["config"]
+    assert config["crossval"] == {"folds": 3, "seed": 7} and jobs.is_crossval(config)
+    text, cmd = jobs.job_command(json.dumps(config), Path("/j/job-1.json"), "cv-x", "py")
+    assert cmd == ["py", "-m", "cifar_mtl", "crossval", "--folds", "3", "--config", "/j/job-1.json",
+                   "--run-id", "cv-x", "--no-progress-bar"]
+    assert "crossval" not in json.loads(text) and json.loads(text)["seed"] == 7  # a file `crossval --config` takes
+    plain = r.submit({"name": "t"})
+    assert jobs.job_command(json.dumps(r.get(plain, refresh=False)["config"]), Path("c.json"), "t1", "py")[1][3] == "train"
+    for folds in (1, 21, True, "3"):
+        with pytest.raises(jobs.JobError, match="between 2 and 20"):
+            r.submit_crossval({}, folds=folds)
+
+
+def test_only_a_cancelled_or_failed_crossval_job_is_resumed(engine_home, home):
+    r = JobRunner(home, autostart=False)
+    plain = r.submit({})
+    cv = r.submit_crossval({}, folds=2, run_id="cv-r")
+    with pytest.raises(jobs.JobError, match="training run, which starts over"):
+        r.resume(plain)
+    with pytest.raises(jobs.JobError, match="is queued; only a cancelled or failed"):
+        r.resume(cv)
+    assert r.cancel(cv) == "cancelled"
+    assert r.resume(cv) == "queued"
+    job = r.get(cv, refresh=False)
+    assert job["state"] == "queued" and job["error"] is None and job["finished_at"] is None
+
+
+def test_a_job_pins_its_label_set_version(engine_home, home):
+    from cifar_mtl import labelsets as ls
+
+    r = JobRunner(home, autostart=False)
+    with pytest.raises(ConfigError, match="no label set named 'fixes'"):
+        r.submit({"labels": "fixes"})
+    table = ls.from_ranking(__import__("pandas").DataFrame({"index": [1], "label": [0], "suggested": [2]}), 1)
+    ls.save_label_set(table, "fixes", home)
+    ls.save_label_set(table, "fixes", home)
+    assert r.get(r.submit({"labels": "fixes"}), refresh=False)["config"]["labels"] == "fixes@v2"
+    assert r.get(r.submit_crossval({"labels": "fixes@v1"}, 2), refresh=False)["config"]["labels"] == "fixes@v1"
+
+
+def test_progress_summary_names_the_fold():
+    progress = {"stage": "finetune", "epoch": 1, "epochs": 1, "step": 3, "steps": 4, "fold": 2, "folds": 5,
+                "steps_done": 7, "steps_total": 20}
+    assert progress_summary(progress).startswith("fold 2/5, finetune, epoch 1/1, step 3/4")
+    assert progress_fraction(progress) == 0.35
+
+
+def test_crossval_queue_and_jobs_submit_crossval(engine_home, home, capsys, monkeypatch):
+    from cifar_mtl.cli import main as cli_main
+
+    monkeypatch.setattr(JobRunner, "ensure_supervisor", lambda self: None)  # only the queue is looked at
+    assert cli_main(["crossval", "--config", "cpu_crossval", "--folds", "4", "--queue", "--run-id", "cv-q",
+                     "--set", "seed=3"]) == 0
+    assert "4-fold cross-validation run cv-q" in capsys.readouterr().out
+    assert main(["submit", "--config", "cpu_crossval", "--crossval", "3"]) == 0
+    rows = JobRunner(home, autostart=False).list_jobs(refresh=False)
+    configs = [JobRunner(home, autostart=False).get(int(i), refresh=False)["config"] for i in rows["id"]]
+    assert sorted(c["crossval"]["folds"] for c in configs) == [3, 4]
+    assert main(["resume", str(int(rows["id"].iloc[0]))]) == 2
+    assert "only a cancelled or failed job" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a real worker process: three folds, cancelled in the second, resumed
+def test_crossval_job_shows_folds_cancels_and_resumes_at_the_unfinished_fold(runner, home, tmp_path):
+    from cifar_mtl.synthetic import write_fake_cifar
+    from cifar_mtl.training.crossval import fold_file
+
+    data_dir = write_fake_cifar(tmp_path / "data", n_train_per_batch=12, n_test=20)
+    job_id = runner.submit_crossval({**CV_TINY, "data_dir": str(data_dir), "finetune_epochs": 30}, folds=3,
+                                    run_id="cv-job")
+    folder = run_dir("cv-job", home)
+
+    def in_fold_2():
+        progress = runner.get(job_id, refresh=False)["progress"] or {}
+        return progress.get("fold") == 2 and progress.get("step")
+
+    wait_for(in_fold_2, what="the second fold to train")
+    shown = format_job_text(runner, job_id)
+    assert "progress: fold 2/3, finetune" in shown
+    assert runner.cancel(job_id, grace=120) == "cancelled"
+    assert fold_file(folder, 0).exists() and not fold_file(folder, 1).exists()
+    assert runner.resume(job_id) == "queued"
+    wait_for(lambda: runner.get(job_id, refresh=False)["state"] not in ("queued", "running"), what="the job to end")
+    job = runner.get(job_id)
+    assert job["state"] == "succeeded", job["log_tail"]
+    log = (folder / "train.log").read_text()
+    assert "resuming: folds [1] of 3 already finished" in log
+    assert log.count("fold 1/3: training") == 1  # the finished fold was not trained again
+    assert (folder / "train_predictions.parquet").exists()
+
+
+def format_job_text(runner, job_id) -> str:
+    from cifar_mtl.cli import format_job
+
+    return format_job(runner.get(job_id))

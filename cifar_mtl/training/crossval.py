@@ -20,9 +20,9 @@ A cancelled or crashed run resumes at its first fold without a `fold_<k>.parquet
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 
 from cifar_mtl import runs
-from cifar_mtl.cifar10 import DataError, load_cifar10, resolve_source, stratified_split
-from cifar_mtl.config import TrainConfig, make_config
+from cifar_mtl.cifar10 import load_cifar10, resolve_source, stratified_split
+from cifar_mtl.config import CROSSVAL_KEY, MAX_FOLDS, MIN_FOLDS, TrainConfig, make_config
 from cifar_mtl.errors import UserError
+from cifar_mtl.labelsets import apply_to_training, resolve_labels
 from cifar_mtl.predictions import predictions_table, summary_metrics, validate_predictions
 from cifar_mtl.training import fit
 from cifar_mtl.training.models import init_whitening
@@ -51,8 +52,6 @@ from cifar_mtl.training.tracking import (
 
 TRAIN_PREDICTIONS_FILE = "train_predictions.parquet"
 FOLDS_DIR = "folds"
-CROSSVAL_KEY = "crossval"  # config.json's extra key: {"folds": K, "seed": S}
-MIN_FOLDS, MAX_FOLDS = 2, 20
 
 
 class CrossvalError(UserError):
@@ -215,22 +214,7 @@ def _fit_fold(
         model = fit.model_from_config(config)
     if config.backbone == "airbench" and config.train_from_scratch:
         init_whitening(model, data.x_train[train_idx[:5000]])
-    done = 0
-    for stage, epochs, lr in fit.stages(config):
-        cancel.check()
-        fit.compile_stage(model, config, stage, epochs, lr, steps, strategy)
-        callback.start_stage(stage, epochs, done)
-        model.fit(
-            train_ds, validation_data=val_ds, epochs=epochs, callbacks=[callback],
-            verbose=1 if progress_bar and sys.stdout.isatty() else 0, shuffle=False,
-        )
-        cancel.check()
-        if callback.diverged:
-            raise TrainingDiverged(
-                f"the training loss became NaN at {callback.diverged}; lower the learning rate "
-                "(finetune_lr) or weight_decay, or lengthen warmup_epochs"
-            )
-        done += epochs * steps
+    fit.train_stages(model, config, train_ds, val_ds, steps, callback, cancel, strategy, progress_bar)
     checkpoint = callback.folder / CHECKPOINT_FILE
     if checkpoint.exists():
         model.load_weights(checkpoint)
@@ -306,7 +290,8 @@ def _test_ensemble(folder: Path, k: int, y_test: np.ndarray) -> tuple[pd.DataFra
     return validate_predictions(table, expected_rows=len(y_test)), per_fold
 
 
-def _finish(folder: Path, config: TrainConfig, k: int, data, folds: np.ndarray, source, t0: float, log) -> dict:
+def _finish(folder: Path, config: TrainConfig, k: int, data, folds: np.ndarray, source, t0: float, log,
+            label_info: dict | None = None) -> dict:
     train_table = combine_folds(folder, k)
     runs.atomic_write_parquet(folder / TRAIN_PREDICTIONS_FILE, train_table)
     test_table, per_fold = _test_ensemble(folder, k, data.y_test)
@@ -332,6 +317,7 @@ def _finish(folder: Path, config: TrainConfig, k: int, data, folds: np.ndarray, 
         precision=per_fold[0]["policy"],
         versions=_versions(),
         git_commit=_git_commit(),
+        **(label_info or {}),
     )
     runs.atomic_write_json(folder / runs.METRICS_FILE, metrics)
     log(f"out-of-sample training accuracy {metrics['oos_accuracy']:.4f} over {len(train_table)} images; "
@@ -355,13 +341,14 @@ def crossval(
     """
     if isinstance(config, dict):
         config = make_config(config)
+    config = resolve_labels(config, home_dir)  # config.json records the label set's version
     folder, resumed = prepare_folder(run_id, config, k, home_dir, resume)
     runs.write_status(folder, "running", pid=os.getpid())
     log = RunLog(folder / runs.LOG_FILE)
     cancel = CancelFlag()
     cancel.install()
     try:
-        metrics = _crossval(config, folder, k, resumed, cancel, log, progress_bar)
+        metrics = _crossval(config, folder, k, resumed, cancel, log, progress_bar, home_dir)
     except TrainingCancelled as exc:
         runs.write_status(folder, "cancelled", error=str(exc))
         log(f"cancelled; `python -m cifar_mtl crossval --resume {run_id}` goes on from the first unfinished fold")
@@ -379,7 +366,7 @@ def crossval(
     return metrics
 
 
-def _crossval(config, folder, k, resumed, cancel, log, progress_bar) -> dict:
+def _crossval(config, folder, k, resumed, cancel, log, progress_bar, home_dir=None) -> dict:
     t0 = time.time()
     source = resolve_source(config.data_dir)
     log(f"loading CIFAR-10 from {source or 'the keras download'}")
@@ -387,6 +374,16 @@ def _crossval(config, folder, k, resumed, cancel, log, progress_bar) -> dict:
     folds = training_folds(data.y_train, k, config)
     if config.train_subset is not None:
         log(f"train_subset: cross-validating {int((folds >= 0).sum())} of {len(folds)} training images")
+    label_info = {}
+    if config.labels is not None:
+        # Folds are drawn on the labels as given (the same folds as without the set);
+        # excluded images leave every fold, relabelled ones train and score on their new class.
+        labels, excluded, label_info = apply_to_training(data.y_train, config.labels, np.flatnonzero(folds >= 0),
+                                                         home_dir)
+        folds[excluded] = -1
+        data = dataclasses.replace(data, y_train=labels)
+        log(f"label set {config.labels}: {label_info['relabelled']} training images relabelled, "
+            f"{label_info['excluded']} excluded")
     done = finished_folds(folder, k)
     if resumed:
         log(f"resuming: folds {[f + 1 for f in done] or 'none'} of {k} already finished")
@@ -397,4 +394,4 @@ def _crossval(config, folder, k, resumed, cancel, log, progress_bar) -> dict:
         _run_fold(folder, config, data, folds, fold, k, done, cancel, log, progress_bar)
         done.append(fold)
     cancel.check()
-    return _finish(folder, config, k, data, folds, source, t0, log)
+    return _finish(folder, config, k, data, folds, source, t0, log, label_info)

@@ -8,7 +8,8 @@ the run cancelled; an exception marks it failed with the error.
 
 The steps of `train` are public so that benchmarks time the very same code:
 `setup_keras`, `precision_policy`, `pipeline.build_datasets`, `model_from_config`,
-`stages`, `compile_stage`, `tracking.RunCallback` and `predict.write_predictions`.
+`stages`, `compile_stage`, `train_stages` (the stage loop, shared with
+`crossval`'s folds), `tracking.RunCallback` and `predict.write_predictions`.
 Under a multi-worker strategy (`distribute`) every worker trains; only the chief
 writes the run folder, the others keep theirs in a temporary folder they delete.
 """
@@ -219,6 +220,38 @@ def compile_stage(model, config: TrainConfig, stage: str, epochs: int, lr: float
         _compile(model, config, lr, epochs * steps, int(config.warmup_epochs * steps))
 
 
+def train_stages(
+    model, config: TrainConfig, train_ds, val_ds, steps: int, callback: RunCallback, cancel: CancelFlag,
+    strategy=None, progress_bar: bool = False,
+) -> None:
+    """Train `model` through every stage of `stages(config)`: compile, fit, check for NaN.
+
+    The one training loop of a run and of each cross-validation fold. `steps` is the
+    number of training steps per epoch; `callback` (a `RunCallback`) records progress and
+    the best checkpoint. Raises TrainingCancelled on SIGTERM, TrainingDiverged on NaN loss.
+    """
+    done = 0
+    for stage, epochs, lr in stages(config):
+        cancel.check()
+        compile_stage(model, config, stage, epochs, lr, steps, strategy)
+        callback.start_stage(stage, epochs, done)
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            callbacks=[callback],
+            verbose=1 if progress_bar and sys.stdout.isatty() else 0,
+            shuffle=False,  # the dataset shuffles itself (make_dataset); Keras warns that it ignores True
+        )
+        cancel.check()
+        if callback.diverged:
+            raise TrainingDiverged(
+                f"the training loss became NaN at {callback.diverged}; lower the learning rate "
+                "(finetune_lr/frozen_lr) or weight_decay, or lengthen warmup_epochs"
+            )
+        done += epochs * steps
+
+
 def _train(
     config: TrainConfig, folder: Path, progress_bar: bool, cancel: CancelFlag, log, chief: bool = True,
     home_dir=None,
@@ -245,26 +278,7 @@ def _train(
     devices = distribute.describe(strategy)
     log("strategy {strategy}: {replicas} replica(s) in sync on {workers} worker(s)".format(**devices))
     callback = RunCallback(folder, [(s, e) for s, e, _ in plan], steps, config.progress_interval, cancel, log)
-    done = 0
-    for stage, epochs, lr in plan:
-        cancel.check()
-        compile_stage(model, config, stage, epochs, lr, steps, strategy)
-        callback.start_stage(stage, epochs, done)
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=epochs,
-            callbacks=[callback],
-            verbose=1 if progress_bar and sys.stdout.isatty() else 0,
-            shuffle=False,  # the dataset shuffles itself (make_dataset); Keras warns that it ignores True
-        )
-        cancel.check()
-        if callback.diverged:
-            raise TrainingDiverged(
-                f"the training loss became NaN at {callback.diverged}; lower the learning rate "
-                "(finetune_lr/frozen_lr) or weight_decay, or lengthen warmup_epochs"
-            )
-        done += epochs * steps
+    train_stages(model, config, train_ds, val_ds, steps, callback, cancel, strategy, progress_bar)
     checkpoint = folder / CHECKPOINT_FILE
     if checkpoint.exists():
         model.load_weights(checkpoint)
