@@ -266,3 +266,40 @@ def test_training_on_a_label_set_changes_training_labels_only(home, tmp_path, mo
     saved = runs.load_metrics("fixed", home)
     for m in (metrics, saved):
         assert (m["label_set"], m["label_set_version"], m["relabelled"], m["excluded"]) == ("fixes", 1, 2, 1)
+
+
+# --- the synthetic-noise benchmark (quick mode only) -----------------------------------------------
+
+
+def test_flip_labels_is_seeded_and_always_changes_the_class():
+    from bench.bench_label_noise import flip_labels, precision_recall_at
+
+    labels = np.arange(1000) % 10
+    noisy, flipped = flip_labels(labels, 0.05, seed=3)
+    assert len(flipped) == 50 and (noisy[flipped] != labels[flipped]).all()
+    assert (np.delete(noisy, flipped) == np.delete(labels, flipped)).all()
+    again, same = flip_labels(labels, 0.05, seed=3)
+    assert (again == noisy).all() and (same == flipped).all()
+    assert not np.array_equal(flip_labels(labels, 0.05, seed=4)[1], flipped)
+    assert precision_recall_at(np.array([flipped[0], 999 if 999 not in flipped else 998, flipped[1]]),
+                               flipped, 2) == (0.5, 1 / 50)
+
+
+@pytest.mark.slow  # a 2-fold cross-validation and three tiny trainings (about 1.5 minutes)
+def test_noise_benchmark_quick_mode_runs_the_whole_loop(tmp_path, capsys):
+    from cifar_mtl import runs
+    from bench.bench_label_noise import main as bench_main
+
+    assert bench_main(["--quick", "--home", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    figures = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line and not line.startswith("["))
+    assert figures["flipped"] == "10"  # 5% of 200 generated training images
+    for key in ("precision_at_n", "recall_at_n", "accuracy_clean", "accuracy_noisy", "accuracy_cleaned"):
+        assert 0.0 <= float(figures[key]) <= 1.0
+    assert "mcnemar_p_cleaned_vs_noisy" in figures and "targets: recall at N >= 0.8" in out
+    cleaned = runs.load_metrics("noise-cleaned", tmp_path)
+    assert cleaned["label_set"] == "noise-top-n" and cleaned["relabelled"] == int(figures["set_relabelled"]) > 0
+    assert runs.load_config("noise-noisy", tmp_path)["labels"] is None
+    # all three runs were scored on the same, unchanged test labels
+    tests = [runs.load_predictions(f"noise-{r}", tmp_path)["label"].to_numpy() for r in ("clean", "noisy", "cleaned")]
+    assert (tests[0] == tests[1]).all() and (tests[0] == tests[2]).all()
