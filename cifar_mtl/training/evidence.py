@@ -5,13 +5,12 @@ backbone ends in, see `models.build_model`); `saliency_maps` explains a class sc
 per pixel; `write_evidence` writes both into a run folder and hands the embeddings to
 `cifar_mtl.evidence.build` for the neighbours, near-duplicates, map and slices.
 
-Saliency: Grad-CAM weighs the last spatial feature map by its pooled gradients, but
-that map is 3x3 for airbench, 4x4 for ResNet-9 and 1x1 for EfficientNetV2B1 at 32x32.
-SmoothGrad (Smilkov et al. 2017: the input gradient averaged over noisy copies) is
-per pixel on every backbone. `compare_saliency` measures both on real errors with the
-deletion score (Petsiuk et al. 2018: how fast the class probability falls as the most
-salient pixels are removed first; lower is better); docs/design.md gives the figures
-behind `SALIENCY_METHOD`.
+Saliency: Grad-CAM weighs the last spatial feature map by its pooled gradients; that map
+is 3x3 for airbench, 4x4 for ResNet-9 and 1x1 for EfficientNetV2B1 at 32x32. SmoothGrad
+(Smilkov et al. 2017: the input gradient averaged over noisy copies) is per pixel on every
+backbone. `compare_saliency` scores both on real errors by deletion and insertion
+(Petsiuk et al. 2018); `choose_method` keeps Grad-CAM, which scored better at an eighth of
+the cost, except where the feature map is too small for it (docs/design.md has the figures).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from scipy.ndimage import gaussian_filter
 
 from cifar_mtl import runs
 from cifar_mtl.cifar10 import load_cifar10, load_test_set, resolve_source
@@ -36,10 +36,12 @@ from cifar_mtl.training.pipeline import PREDICT_BATCH, predict_dataset
 from cifar_mtl.training.tracking import CancelFlag
 
 SALIENCY_METHODS = ("gradcam", "smoothgrad")
-SALIENCY_METHOD = "smoothgrad"
+SALIENCY_METHOD = "auto"  # Grad-CAM, or SmoothGrad where the last feature map is too small (`choose_method`)
+MIN_GRADCAM_SIDE = 3  # a 1x1 or 2x2 last feature map gives Grad-CAM nothing to point at
 SMOOTHGRAD_SAMPLES = 12
 SMOOTHGRAD_NOISE = 0.15  # the noise's standard deviation, as a fraction of the pixel range
 SALIENCY_BATCH = 128
+BLUR_SIGMA = 3.0  # pixels: what the deletion score puts in place of a deleted pixel
 
 
 def load_model(folder: Path):
@@ -79,6 +81,7 @@ def embed(model, images: np.ndarray, batch_size: int = PREDICT_BATCH, probe=None
 
 
 def _class_scores(probs, classes):
+    classes = tf.convert_to_tensor(np.asarray(classes, np.int32))
     return tf.gather(tf.cast(probs, tf.float32), classes, axis=1, batch_dims=1)
 
 
@@ -133,14 +136,25 @@ def _unit_range(maps: np.ndarray) -> np.ndarray:
     return np.where(peak > 0, maps / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
 
 
+def choose_method(probe) -> str:
+    """Grad-CAM where the last feature map is at least MIN_GRADCAM_SIDE pixels on a side, else
+    SmoothGrad. On real errors of the fast recipe (airbench, 3x3) Grad-CAM found what the
+    predicted class rests on a little better than SmoothGrad at an eighth of the cost (see
+    docs/design.md); EfficientNetV2B1 at 32x32 ends at 1x1, where Grad-CAM is one flat value."""
+    side = probe.outputs[0].shape[1]
+    return "gradcam" if side is not None and side >= MIN_GRADCAM_SIDE else "smoothgrad"
+
+
 def saliency_maps(
     model, images: np.ndarray, classes: np.ndarray, method: str = SALIENCY_METHOD,
     batch_size: int = SALIENCY_BATCH, probe=None, cancel: CancelFlag | None = None,
 ) -> np.ndarray:
     """Per-pixel saliency of uint8 images (N, 32, 32, 3) for `classes` (N,): uint8 (N, 32, 32), 255 = most salient."""
-    if method not in SALIENCY_METHODS:
-        raise UserError(f"unknown saliency method {method!r}; expected one of {SALIENCY_METHODS}")
+    if method not in (*SALIENCY_METHODS, "auto"):
+        raise UserError(f"unknown saliency method {method!r}; expected one of {SALIENCY_METHODS} or 'auto'")
     probe = probe or _probe_model(model)
+    if method == "auto":
+        method = choose_method(probe)
     fn = gradcam if method == "gradcam" else smoothgrad
     classes = np.asarray(classes, np.int32)
     out = np.zeros((len(images), 32, 32), np.uint8)
@@ -153,43 +167,57 @@ def saliency_maps(
     return out
 
 
-def deletion_score(
-    probe, images: np.ndarray, classes: np.ndarray, maps: np.ndarray, steps: int = 16,
-    batch_size: int = SALIENCY_BATCH,
-) -> np.ndarray:
-    """Deletion score per image (N,): the mean class probability as the most salient pixels are
-    replaced by the image's mean colour, 1/steps of the pixels at a time (lower: the map found
-    what the score rests on)."""
+def _reveal_curve(probe, images, classes, maps, steps, batch_size, start_from_blur: bool) -> np.ndarray:
+    """Class probability (N, steps + 1) as the most salient pixels are deleted (replaced by a
+    blurred copy) or, with `start_from_blur`, inserted into the blurred copy, 1/steps at a time."""
     images = np.asarray(images, np.float32)
     n = len(images)
-    order = np.argsort(-maps.reshape(n, -1).astype(np.float32) + 1e-6 * np.random.default_rng(0).random((n, 1024)), axis=1)
-    fill = images.mean(axis=(1, 2), keepdims=True)
+    jitter = 1e-6 * np.random.default_rng(0).random((n, 1024))  # ties (flat maps) in random order
+    order = np.argsort(-maps.reshape(n, -1).astype(np.float32) + jitter, axis=1)
+    blurred = gaussian_filter(images, sigma=(0, BLUR_SIGMA, BLUR_SIGMA, 0))
     curve = np.zeros((n, steps + 1), np.float32)
     for step in range(steps + 1):
-        k = round(step * 1024 / steps)
         mask = np.zeros((n, 1024), bool)
-        np.put_along_axis(mask, order[:, :k], True, axis=1)
+        np.put_along_axis(mask, order[:, :round(step * 1024 / steps)], True, axis=1)
         mask = mask.reshape(n, 32, 32, 1)
-        deleted = np.where(mask, fill, images)
+        shown = np.where(mask, images, blurred) if start_from_blur else np.where(mask, blurred, images)
         for start in range(0, n, batch_size):
-            _, _, probs = probe(tf.convert_to_tensor(deleted[start:start + batch_size]), training=False)
+            _, _, probs = probe(tf.convert_to_tensor(shown[start:start + batch_size]), training=False)
             curve[start:start + batch_size, step] = _class_scores(probs, classes[start:start + batch_size]).numpy()
-    return curve.mean(axis=1)
+    return curve
+
+
+def deletion_score(probe, images, classes, maps, steps: int = 16, batch_size: int = SALIENCY_BATCH) -> np.ndarray:
+    """Deletion score per image (N,), Petsiuk et al. 2018: the mean class probability as the most
+    salient pixels are replaced by a blurred copy of the image (lower: the map found what the
+    score rests on). Blurred rather than flat, so scattered deleted pixels add no edges."""
+    return _reveal_curve(probe, images, classes, maps, steps, batch_size, start_from_blur=False).mean(axis=1)
+
+
+def insertion_score(probe, images, classes, maps, steps: int = 16, batch_size: int = SALIENCY_BATCH) -> np.ndarray:
+    """Insertion score per image (N,): the mean class probability as the most salient pixels are
+    put back into a blurred copy of the image (higher: the map found what the score rests on)."""
+    return _reveal_curve(probe, images, classes, maps, steps, batch_size, start_from_blur=True).mean(axis=1)
 
 
 def compare_saliency(model, images: np.ndarray, classes: np.ndarray, methods=SALIENCY_METHODS) -> dict:
-    """Deletion score (mean over images; lower is better) and seconds per image of each method."""
+    """Deletion (lower is better) and insertion (higher is better) scores, means over the images,
+    and seconds per map of each method, with random maps as the floor."""
     probe = _probe_model(model)
     result = {}
-    for method in methods:
+    rng = np.random.default_rng(0)
+    for method in (*methods, "random"):
         t0 = time.perf_counter()
-        maps = saliency_maps(model, images, classes, method, probe=probe)
+        if method == "random":
+            maps = rng.integers(0, 256, (len(images), 32, 32)).astype(np.uint8)
+        else:
+            maps = saliency_maps(model, images, classes, method, probe=probe)
         seconds = (time.perf_counter() - t0) / len(images)
-        score = deletion_score(probe, images, classes, maps)
-        result[method] = {"deletion": float(score.mean()), "seconds_per_image": seconds}
-    random_maps = np.random.default_rng(0).integers(0, 256, (len(images), 32, 32)).astype(np.uint8)
-    result["random"] = {"deletion": float(deletion_score(probe, images, classes, random_maps).mean()),
-                        "seconds_per_image": 0.0}
+        result[method] = {
+            "deletion": float(deletion_score(probe, images, classes, maps).mean()),
+            "insertion": float(insertion_score(probe, images, classes, maps).mean()),
+            "seconds_per_image": 0.0 if method == "random" else seconds,
+        }
     return result
 
 
@@ -223,6 +251,7 @@ def write_evidence(
     true_map = saliency_maps(model, x_test[index], errors["label"].to_numpy(), probe=probe, cancel=cancel)
     files.write_saliency(folder, index, pred_map, true_map)
     seconds["saliency"] = time.perf_counter() - t0
+    log(f"saliency by {choose_method(probe)} for {len(index)} misclassified test images")
 
     seconds.update(build_evidence(
         folder, predictions, test_emb, train_emb, y_train, test_images=x_test, train_images=x_train,
