@@ -67,43 +67,56 @@ def _photos(n, seed=0, size=36):
 def test_pixel_similarity_sees_through_shifts_and_brightness_but_not_other_pictures():
     big = _photos(4)
     a = big[:, 2:34, 2:34]
-    shifted = big[:, 3:35, 1:33]  # one pixel down, one left
+    shifted = big[:, 4:36, 0:32]  # two pixels down, two left: one pooled pixel each way
     brighter = np.clip(a.astype(int) * 0.7 + 40, 0, 255).astype(np.uint8)
     other = _photos(4, seed=9)[:, 2:34, 2:34]
+    recoloured = a[..., ::-1]  # the same shapes in other colours: another photo for this check
     assert np.allclose(pixel_similarity(a, a), 1, atol=1e-5)
-    assert (pixel_similarity(a, shifted) > 0.999).all()
-    assert (pixel_similarity(a, shifted, max_shift=0) < 0.9).all()
+    assert (pixel_similarity(a, shifted) > 0.99).all()
+    assert (pixel_similarity(a, shifted, max_shift=0) < 0.8).all()
     assert np.allclose(pixel_similarity(a, brighter), 1, atol=1e-3)
     assert (pixel_similarity(a, other) < 0.5).all()
+    assert (pixel_similarity(a, recoloured) < 0.7).all()
     flat = np.full_like(a, 128)
     assert (pixel_similarity(a, flat) == 0).all()
+    with pytest.raises(EvidenceError, match="even"):
+        pixel_similarity(a[:, :31], a[:, :31])
 
 
-def _neighbour_table(similarity, train_index, train_label):
+def _neighbour_table(similarity, train_index, train_label, k=2):
+    """k ranks per test image: rank r points at train_index + 100 * (r - 1)."""
     n = len(similarity)
-    return pd.DataFrame({"index": np.repeat(np.arange(n), 2), "rank": np.tile([1, 2], n),
-                         "train_index": np.repeat(train_index, 2), "train_label": np.repeat(train_label, 2),
-                         "similarity": np.repeat(similarity, 2) - np.tile([0.0, 0.1], n)})
+    return pd.DataFrame({"index": np.repeat(np.arange(n), k), "rank": np.tile(np.arange(1, k + 1), n),
+                         "train_index": np.repeat(train_index, k) + np.tile(np.arange(k) * 100, n),
+                         "train_label": np.repeat(train_label, k),
+                         "similarity": np.repeat(similarity, k) - np.tile(np.arange(k) * 0.001, n)})
 
 
-def test_near_duplicates_flags_and_label_conflicts_without_images():
-    table = _neighbour_table([0.99, 0.99, 0.5, 0.96], [5, 6, 7, 8], [1, 2, 3, 4])
-    got = near_duplicates(table, np.array([1, 3, 3, 4]), threshold=0.95)
+def test_without_images_the_rank_1_neighbour_and_the_embedding_threshold_decide():
+    table = _neighbour_table([0.999, 0.999, 0.5, 0.996], [5, 6, 7, 8], [1, 2, 3, 4])
+    got = near_duplicates(table, np.array([1, 3, 3, 4]))
     assert got["near_duplicate"].tolist() == [True, True, False, True]
     assert got["label_conflict"].tolist() == [False, True, False, False]
     assert got["train_index"].tolist() == [5, 6, 7, 8] and got["label"].tolist() == [1, 3, 3, 4]
     assert got["pixel_similarity"].isna().all()
+    assert near_duplicates(table, np.array([1, 3, 3, 4]), threshold=0.9999)["near_duplicate"].sum() == 0
 
 
-def test_pixel_check_vetoes_pairs_that_are_only_alike_in_meaning():
+def test_with_images_the_pixels_decide_among_all_neighbours():
     big = _photos(3)
     test_images = big[:, 2:34, 2:34]
-    train_images = np.concatenate([big[:1, 3:35, 2:34], _photos(2, seed=5)[:, :32, :32]])
-    table = _neighbour_table([0.99, 0.99, 0.99], [0, 1, 2], [4, 4, 4])
-    got = near_duplicates(table, np.array([4, 5, 4]), test_images, train_images, threshold=0.95)
-    assert got["near_duplicate"].tolist() == [True, False, False]
-    assert got["pixel_similarity"][0] > 0.99 and got["pixel_similarity"][1] < 0.5
-    assert not got["label_conflict"].any()  # image 1's labels differ, but it is no duplicate
+    train_images = _photos(300, seed=5)[:, :32, :32]
+    train_images[100] = big[0, 4:36, 2:34]  # image 0's twin, shifted, at rank 2
+    train_images[1] = big[1, 2:34, 2:34]  # image 1's twin at rank 1, labelled otherwise
+    table = _neighbour_table([0.9, 0.9, 0.9], [0, 1, 2], [4, 7, 4])
+    got = near_duplicates(table, np.array([4, 5, 4]), test_images, train_images)
+    assert got["near_duplicate"].tolist() == [True, True, False]
+    assert got["train_index"].tolist() == [100, 1, got["train_index"][2]]
+    assert got["pixel_similarity"][0] > 0.99 and got["pixel_similarity"][1] > 0.99
+    assert got["label_conflict"].tolist() == [False, True, False]
+    assert not got["pixel_similarity"].isna().any()  # every image has a measured pair
+    # An embedding-similar pair that is another photo is no near-duplicate.
+    assert got["pixel_similarity"][2] < 0.8
 
 
 def test_near_duplicates_refuses_half_the_images_and_bad_tables():
@@ -114,3 +127,7 @@ def test_near_duplicates_refuses_half_the_images_and_bad_tables():
         near_duplicates(table.drop(columns="rank"), np.array([1]))
     with pytest.raises(EvidenceError, match="labels"):
         near_duplicates(_neighbour_table([0.9, 0.9], [0, 1], [1, 1]), np.array([1]))
+    with pytest.raises(EvidenceError, match="rank-1"):
+        near_duplicates(table[table["rank"] == 2], np.array([1]))
+    with pytest.raises(EvidenceError, match="beyond"):
+        near_duplicates(table, np.array([1]), np.zeros((1, 32, 32, 3), np.uint8), np.zeros((5, 32, 32, 3), np.uint8))

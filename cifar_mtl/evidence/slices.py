@@ -1,8 +1,12 @@
 """Error slices: groups of misclassified test images that look alike to the model.
 
 The misclassified images are clustered on their embeddings, so a reviewer can tag a
-whole group at once. Two scikit-learn methods are offered; the default was picked by
-`slice_quality` on a real run (docs/design.md, Evidence).
+whole group at once. k-means (scikit-learn) is the default, with about one slice per
+20 errors: on the fast recipe's 896 errors it gave 45 slices whose members share
+their true->predicted pair 43% of the time (and their true class 46%), against 23%
+for HDBSCAN, which left 30% of the errors unclustered and put most of the rest in 5
+blobs: the errors have no dense clusters to find. The comparison is in docs/design.md
+(Evidence); `slice_quality` computes its figures.
 """
 
 from __future__ import annotations
