@@ -48,7 +48,7 @@ def layout_2d(embeddings: np.ndarray, method: str = DEFAULT_METHOD, seed: int = 
         raise EvidenceError(f"unknown layout method {method!r}; choose one of {', '.join(METHODS)}")
     if len(x) <= 3 * NEIGHBOURS:
         # Too few points for a neighbourhood graph or a perplexity of 30: PCA shows them as they are.
-        xy = _pca(x, 2, seed)
+        xy = _pca(x, 2)
     else:
         xy = {"umap": _umap, "opentsne": _opentsne, "tsne": _sklearn_tsne}[method](x, seed, n_jobs)
     xy = np.asarray(xy, dtype=np.float64)
@@ -68,7 +68,7 @@ def _checked(embeddings) -> np.ndarray:
     return normalise(x)
 
 
-def _pca(x: np.ndarray, components: int, seed: int) -> np.ndarray:
+def _pca(x: np.ndarray, components: int) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     components = min(components, x.shape[0], x.shape[1])
@@ -98,7 +98,7 @@ def _opentsne(x: np.ndarray, seed: int, n_jobs: int) -> np.ndarray:
 def _sklearn_tsne(x: np.ndarray, seed: int, n_jobs: int) -> np.ndarray:
     from sklearn.manifold import TSNE
 
-    reduced = _pca(x, PCA_COMPONENTS, seed)
+    reduced = _pca(x, PCA_COMPONENTS)
     tsne = TSNE(n_components=2, perplexity=2 * NEIGHBOURS, init="pca", random_state=seed, n_jobs=n_jobs)
     return tsne.fit_transform(reduced)
 

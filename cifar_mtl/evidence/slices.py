@@ -35,7 +35,7 @@ def error_slices(index: np.ndarray, embeddings: np.ndarray, true: np.ndarray, pr
         index: (N,) test-set indices of the rows.
         embeddings: (N, D) their embeddings.
         true, pred: (N,) true and predicted classes; rows with true == pred are left out.
-        seed: random seed (k-means initialisation, PCA).
+        seed: random seed (k-means initialisation).
         method: "kmeans" or "hdbscan".
         n_slices: k-means only: the number of slices (default: one per `MEAN_SLICE_SIZE` errors).
 
@@ -56,7 +56,7 @@ def error_slices(index: np.ndarray, embeddings: np.ndarray, true: np.ndarray, pr
     elif method == "kmeans":
         cluster = _kmeans(x, seed, n_slices)
     else:
-        cluster = _hdbscan(x, seed)
+        cluster = _hdbscan(x)
     return pd.DataFrame({"index": index.astype(np.int32), "slice": _by_size(cluster).astype(np.int32)})
 
 
@@ -71,7 +71,7 @@ def _checked(index, embeddings, true, pred):
     return index, x, true, pred
 
 
-def _reduced(x: np.ndarray, seed: int) -> np.ndarray:
+def _reduced(x: np.ndarray) -> np.ndarray:
     """The unit rows projected on their first `PCA_COMPONENTS` principal axes."""
     from sklearn.decomposition import PCA
 
@@ -90,12 +90,12 @@ def _kmeans(x: np.ndarray, seed: int, n_slices: int | None) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(x)
 
 
-def _hdbscan(x: np.ndarray, seed: int) -> np.ndarray:
+def _hdbscan(x: np.ndarray) -> np.ndarray:
     from sklearn.cluster import HDBSCAN
 
     # HDBSCAN's density estimate degrades in many dimensions: it runs on a PCA projection.
     return HDBSCAN(min_cluster_size=MIN_SLICE_SIZE, min_samples=MIN_SLICE_SIZE // 2, copy=False).fit_predict(
-        _reduced(x, seed))
+        _reduced(x))
 
 
 def _by_size(cluster: np.ndarray) -> np.ndarray:

@@ -72,7 +72,7 @@ class Suggestions:
         return long.sort_values(["index", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
-def suggestion_features(embeddings: np.ndarray, predictions: pd.DataFrame, seed: int = 0) -> np.ndarray:
+def suggestion_features(embeddings: np.ndarray, predictions: pd.DataFrame) -> np.ndarray:
     """Features of each row of `predictions`: its embedding, its confusion pair, its confidence.
 
     Args:
