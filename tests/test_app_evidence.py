@@ -24,8 +24,14 @@ RUN = "multi-b"
 
 
 @pytest.fixture
-def efx(fx):
-    """The app's fixture home with evidence files for run multi-b (none for single-a)."""
+def efx(tmp_path, monkeypatch):
+    """The app's fixture home with evidence files for run multi-b (none for single-a); 400 test
+    images, so that run has errors enough to tag past the suggestions' threshold and leave some."""
+    from tests.app_fixture import build_home
+
+    fx = build_home(tmp_path, n=400)
+    for key, value in fx.env().items():
+        monkeypatch.setenv(key, value)
     train_labels = load_cifar10(str(fx.data), allow_download=False).y_train
     write_evidence(run_dir(RUN, fx.home), load_predictions(RUN, fx.home), train_labels)
     return fx
@@ -300,6 +306,13 @@ def test_slice_cards_name_their_size_and_top_pairs(efx):
 # --- suggestions -----------------------------------------------------------------------------------
 
 
+def enough_tags() -> int:
+    """Tagged errors comfortably past the suggestions' threshold."""
+    from cifar_mtl.evidence.suggestions import MIN_TAGGED
+
+    return MIN_TAGGED + 10
+
+
 def tag_for_suggestions(store, preds, n: int) -> list[int]:
     return tag_like_a_reviewer(store, RUN, preds, n, "ada")
 
@@ -315,7 +328,7 @@ def test_suggestions_wait_for_enough_tags_and_say_how_many(efx, store):
 
 def test_suggested_categories_are_highlighted_and_accepted_all_at_once(efx, store):
     preds = load_predictions(RUN, efx.home)
-    untagged = tag_for_suggestions(store, preds, 40)
+    untagged = tag_for_suggestions(store, preds, enough_tags())
     before = tags_of(store)
     at = open_app("errors", reviewer="ada", run_id=RUN)
     at.selectbox(key="err_f_reviewed").set_value("untagged").run()
@@ -338,7 +351,7 @@ def test_suggested_categories_are_highlighted_and_accepted_all_at_once(efx, stor
 
 def test_review_shows_the_evidence_and_accepts_suggestions_by_the_queue_filter(efx, store):
     preds = load_predictions(RUN, efx.home)
-    tag_for_suggestions(store, preds, 40)
+    tag_for_suggestions(store, preds, enough_tags())
     at = open_app("review", reviewer="ada", run_id=RUN)
     assert not at.exception and not at.error
     assert at.button_group(key="rev_saliency").value == "image"
@@ -361,19 +374,19 @@ def test_suggestions_are_fitted_again_only_when_the_reviewers_tags_change(efx, s
     monkeypatch.setattr(module, "fit_suggestions", lambda *a, **k: calls.append(1) or real(*a, **k))
     loaders._fit.clear()
     preds = load_predictions(RUN, efx.home)
-    untagged = tag_for_suggestions(store, preds, 40)
+    untagged = tag_for_suggestions(store, preds, enough_tags())
     categories = store.category_names()
 
     def state():
         return loaders.suggestions(RUN, preds, store.current_tags(reviewer="ada"), categories, "ada")
 
     first = state()
-    assert first.result is not None and first.n_tagged == 40 and len(calls) == 1
+    assert first.result is not None and first.n_tagged == enough_tags() and len(calls) == 1
     assert state().result is first.result and len(calls) == 1  # same tags: the cached fit
     store.tag(RUN, untagged[0], "clutter", "bob")  # another reviewer's tag changes nothing for ada
     assert state().result is first.result and len(calls) == 1
     store.tag(RUN, untagged[0], "clutter", "ada")
     second = state()
-    assert len(calls) == 2 and second.n_tagged == 41 and untagged[0] not in set(second.table()["index"])
+    assert len(calls) == 2 and second.n_tagged == enough_tags() + 1 and untagged[0] not in set(second.table()["index"])
     store.undo("ada")  # back to the first tag state: its fit is still cached
     assert state().result is first.result and len(calls) == 2
