@@ -39,7 +39,9 @@ analyse = [
     st.Page("views/compare.py", title="Compare", icon=":material/compare:", url_path="versus"),
     st.Page("views/export.py", title="Export", icon=":material/download:", url_path="csv"),
 ]
-train = [st.Page("views/retrain.py", title="Retrain", icon=":material/model_training:", url_path="jobs"), start]
+train = [st.Page("views/retrain.py", title="Retrain", icon=":material/model_training:", url_path="jobs"),
+         st.Page("views/labels.py", title="Label sets", icon=":material/playlist_add_check:", url_path="labelsets"),
+         start]
 
 
 def home() -> None:

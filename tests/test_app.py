@@ -440,3 +440,83 @@ def test_getting_started_says_once_why_the_images_are_missing(fx, monkeypatch):
     notes = [m for m in texts(at.warning) if "moved-away" in m]
     # The loader's own message, not wrapped in a second "is not available: ..." prefix.
     assert len(notes) == 1 and "not available: " not in notes[0], notes
+
+
+# --- the label loop: train split, label sets ---------------------------------------------------
+
+
+def test_train_split_ranks_crossval_suspects_and_keeps_train_verdicts(fx):
+    from tests.label_loop_fixture import add_crossval_run
+
+    run_id, suspects = add_crossval_run(fx)
+    at = open_app("mislabels", reviewer="ada", run_id="multi-b")
+    at.segmented_control(key="ml_split").set_value("train").run()
+    assert not at.exception and not at.error
+    assert at.multiselect(key="ml_train_runs").value == [run_id]
+    lines = [m for m in texts(at.markdown) if re.match(r"\*\*\d+\. #", m)]
+    assert [int(re.search(r"#(\d+)", m).group(1)) for m in lines[:5]] == suspects  # ties broken by index
+    assert {m.label: m.value for m in at.metric}["Training images ranked"] == "50"
+    first, second = suspects[:2]
+    from cifar_mtl.mislabels import load_train_predictions
+
+    other = (int(load_train_predictions(run_id, fx.home).set_index("index").loc[first, "label"]) + 2) % 10
+    at.selectbox(key=f"ml_train_label_{first}").set_value(other).run()
+    button(at, f"ml_train_confirmed_{first}").click().run()
+    button(at, f"ml_train_rejected_{second}").click().run()
+    store = ReviewStore(default_path(fx.home))
+    train = store.current_mislabels(split="train")
+    assert sorted(train[["index", "verdict", "run_id"]].values.tolist()) == [
+        [first, "confirmed", run_id], [second, "rejected", run_id]]
+    assert int(train.set_index("index").loc[first, "suggested_label"]) == other
+    assert store.current_mislabels().empty  # the test split is untouched
+    button(at, f"ml_train_clear_{second}").click().run()
+    assert store.current_mislabels(split="train")["index"].tolist() == [first]
+    # The test split is still there, with its own keys.
+    at.segmented_control(key="ml_split").set_value("test").run()
+    assert not at.exception and "Accuracy (corrected labels)" in {m.label for m in at.metric}
+
+
+def test_train_split_without_a_crossval_run_says_how_to_make_one(fx):
+    at = open_app("mislabels", reviewer="ada")
+    at.segmented_control(key="ml_split").set_value("train").run()
+    assert not at.exception and not at.error
+    assert any("crossval" in t for t in texts(at.info))
+
+
+def test_label_sets_page_previews_builds_and_refuses_a_bad_name(fx):
+    from cifar_mtl.labelsets import list_label_sets, load_label_set
+    from tests.label_loop_fixture import add_crossval_run
+
+    run_id, suspects = add_crossval_run(fx)
+    store = ReviewStore(default_path(fx.home))
+    at_none = open_app("labels", reviewer="ada")
+    assert any("No verdict on a training image" in t for t in texts(at_none.info))
+    from cifar_mtl.mislabels import load_train_predictions
+
+    labels = load_train_predictions(run_id, fx.home).set_index("index")["label"]
+    a, b, c = suspects[:3]
+    new = (int(labels[a]) + 2) % 10
+    store.set_mislabel(run_id, a, "ada", "confirmed", new, split="train")
+    store.set_mislabel(run_id, a, "bob", "confirmed", new, split="train")
+    store.set_mislabel(run_id, b, "ada", "unsure", split="train")
+    store.set_mislabel(run_id, c, "bob", "rejected", split="train")
+
+    at = open_app("labels", reviewer="ada")
+    assert not at.exception and not at.error
+    assert at.multiselect(key="ls_reviewers").value == ["ada", "bob"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Relabels"], metrics["Exclusions"], metrics["Images judged"]) == ("1", "1", "3")
+    at.number_input(key="ls_min_agree").set_value(2).run()
+    assert {m.label: m.value for m in at.metric}["Images changed"] == "1"  # b had one vote only
+    at.text_input(key="ls_name").input("no good/name").run()
+    assert any("must be 1-64 letters" in t for t in texts(at.error))
+    assert at.button(key="ls_build").disabled
+    at.text_input(key="ls_name").input("round1").run()
+    button(at, "ls_build").click().run()
+    assert not at.exception and any("round1@v1" in t for t in texts(at.success))
+    table = load_label_set("round1@v1", fx.home)
+    assert table[["index", "action", "label", "given_label"]].values.tolist() == [[a, "relabel", new, int(labels[a])]]
+    assert table["reviewers"].tolist() == ["ada;bob"]
+    listed = list_label_sets(fx.home)
+    assert listed[["name", "version", "relabel"]].values.tolist() == [["round1", 1, 1]]
+    assert at.dataframe[-1].value["name"].tolist() == ["round1"]  # the list of sets, last on the page

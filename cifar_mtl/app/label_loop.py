@@ -1,0 +1,90 @@
+"""Cached reads for the label loop: cross-validation runs, their training-set ranking, the
+training labels they hold, and the label sets under the artifacts home.
+
+Like `loaders`, a ranking is computed once per version of the files it reads (every chosen
+run's train_predictions.parquet and the first run's embeddings.npz) and shared by every
+browser session: do not modify it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from cifar_mtl import runs
+from cifar_mtl.app.loaders import _stamp
+from cifar_mtl.evidence.files import EMBEDDINGS_FILE
+from cifar_mtl.mislabels import TRAIN_PREDICTIONS_FILE
+
+
+def crossval_run_ids() -> list[str]:
+    """Run folders holding a train_predictions.parquet (finished cross-validation runs), newest first."""
+    root = runs.runs_root(runs.home())
+    try:
+        found = [p for p in root.iterdir() if (p / TRAIN_PREDICTIONS_FILE).is_file()]
+    except OSError:
+        return []
+    return [p.name for p in sorted(found, key=lambda p: (p / TRAIN_PREDICTIONS_FILE).stat().st_mtime, reverse=True)]
+
+
+def _stamps(home, run_ids: tuple[str, ...]) -> tuple:
+    """The versions of the files a training-set ranking of `run_ids` reads."""
+    files = [runs.run_dir(r, home) / TRAIN_PREDICTIONS_FILE for r in run_ids]
+    return tuple(_stamp(f) for f in files) + (_stamp(runs.run_dir(run_ids[0], home) / EMBEDDINGS_FILE),)
+
+
+@st.cache_data(max_entries=8, show_spinner="Ranking training images...")
+def _train_ranked(home: str, run_ids: tuple[str, ...], stamps: tuple, method: str) -> pd.DataFrame:
+    from cifar_mtl.mislabels import train_ranking_of_runs
+
+    return train_ranking_of_runs(list(run_ids), method=method, home_dir=home)
+
+
+def train_ranked(run_ids, method: str = "normalized_margin") -> pd.DataFrame:
+    """`mislabels.train_ranking_of_runs` of the runs (Datalab columns when the first has
+    training embeddings), computed once per version of their files."""
+    home = runs.home().resolve()
+    run_ids = tuple(run_ids)
+    return _train_ranked(str(home), run_ids, _stamps(home, run_ids), method)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _given_labels(home: str, run_id: str, stamp) -> np.ndarray:
+    from cifar_mtl.labelsets import N_TRAIN
+
+    table = pd.read_parquet(runs.run_dir(run_id, home) / TRAIN_PREDICTIONS_FILE, columns=["index", "label"])
+    labels = np.full(N_TRAIN, -1, dtype=np.int64)  # -1: not in the run
+    labels[table["index"].to_numpy(np.int64)] = table["label"].to_numpy(np.int64)
+    return labels
+
+
+def given_labels(run_ids) -> np.ndarray | None:
+    """(50000,) training labels (-1 where absent) from the first of `run_ids` that has a
+    train_predictions.parquet, as `labelsets.build_from_reviews` takes them; None if none has."""
+    home = runs.home().resolve()
+    for run_id in run_ids:
+        try:
+            path = runs.run_dir(run_id, home) / TRAIN_PREDICTIONS_FILE
+        except ValueError:  # a malformed id recorded in the database
+            continue
+        if path.is_file():
+            return _given_labels(str(home), run_id, _stamp(path))
+    return None
+
+
+def with_issues(ranked: pd.DataFrame, issues) -> pd.DataFrame:
+    """Rows of a training ranking that Datalab flags with any of `issues` ("label",
+    "outlier", "near_duplicate"); all rows when `issues` is empty."""
+    columns = [f"is_{t}_issue" for t in issues if f"is_{t}_issue" in ranked.columns]
+    if not columns:
+        return ranked
+    return ranked[ranked[columns].any(axis=1)]
+
+
+def issues_text(row: dict) -> str:
+    """'Datalab: label, outlier' for one ranking row, '' when it has no flag (or no Datalab columns)."""
+    from cifar_mtl.mislabels import DATALAB_ISSUES
+
+    flags = [t.replace("_", "-") for t in DATALAB_ISSUES if row.get(f"is_{t}_issue") in (True,)]  # numpy or Python bool, NaN never
+    return f"Datalab: {', '.join(flags)}" if flags else ""
