@@ -166,3 +166,33 @@ def test_a_warmup_longer_than_the_stage_is_refused_where_it_can_be_seen(runner, 
     assert "Warmup epochs" in texts(at.caption)  # the summary names the field
     more = next(e for e in at.expander if e.label == "More settings")
     assert more.proto.expanded  # the field's message is not hidden in a closed expander
+
+
+def test_label_set_field_lists_saved_versions_and_the_job_trains_on_one(runner, home):
+    import pandas as pd
+
+    from cifar_mtl.labelsets import from_ranking, save_label_set
+
+    ranking = pd.DataFrame({"index": [3, 8], "label": [1, 4], "suggested": [2, 5]})
+    for top in (1, 2):
+        save_label_set(from_ranking(ranking, top), "round1", home)
+    at = page()
+    box = at.selectbox(key="rt_labels")
+    assert box.value is None and box.options == ["none (labels as given)", "round1@v2", "round1@v1"]
+    box.set_value("round1@v1").run()
+    assert not at.error
+    at.button(key="rt_submit").click().run()
+    assert "queued" in texts(at.success), texts(at.error)
+    job = runner.get(int(runner.list_jobs(refresh=False)["id"].iloc[0]), refresh=False)
+    assert job["config"]["labels"] == "round1@v1"
+
+
+def test_a_cloned_run_with_an_unknown_label_set_shows_the_problem(runner, home):
+    make_fake_run("noisy", home, n=20, variant="single")
+    folder = run_dir("noisy", home)
+    atomic_write_json(folder / "config.json", {**json.loads((folder / "config.json").read_text()), "labels": "gone@v3"})
+    at = page(run_id="noisy")
+    assert at.selectbox(key="rt_labels").value == "gone@v3"
+    assert "no label set named 'gone'" in texts(at.error)
+    assert at.button(key="rt_submit").disabled
+    assert runner.list_jobs(refresh=False).empty

@@ -45,6 +45,7 @@ def form(runner: jobs.JobRunner, table) -> None:
         for name in ("batch_size", "train_subset", "seed"):
             field.number(name, problems)
         field.text("name", problems)
+        field.label_set(problems, runner.home)
     # Opened when one of its fields has a problem: a closed expander hid the message.
     with st.expander("More settings", expanded=bool(problems.keys() & field.MORE_SETTINGS)):
         for column, names in zip(st.columns(len(field.MORE_LAYOUT)), field.MORE_LAYOUT):

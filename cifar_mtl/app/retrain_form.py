@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import pandas as pd
 import streamlit as st
 
-from cifar_mtl import jobs, runs
+from cifar_mtl import jobs, labelsets, runs
 from cifar_mtl.app.captions import run_label
 from cifar_mtl.app.messages import escape_markdown, flash, flash_error, show_error, show_flash
 from cifar_mtl.app.state import RUN_KEY, keep_valid, reviewer
@@ -94,7 +94,36 @@ def problems_of(state: Mapping, home) -> dict[str, str]:
     problems = jobs.config_problems(form_values(state))
     if problem := run_id_problem(requested_run_id(state), home):
         problems["run_id"] = problem
+    if "labels" not in problems and (problem := label_set_problem(state.get(KEY + "labels"), home)):
+        problems["labels"] = problem
     return problems
+
+
+def label_set_problem(spec: str | None, home) -> str | None:
+    """Why label set `spec` cannot be trained on (unknown name or version), None if it can."""
+    if not spec:
+        return None
+    try:
+        labelsets.resolve_version(spec, home)
+    except labelsets.LabelSetError as exc:
+        return str(exc)
+    return None
+
+
+def label_set_options(home, current: str | None) -> list:
+    """None (the labels as given), then "NAME@vK" of every saved label set version, newest
+    version of each name first; a cloned run's `current` set is kept even when unknown here,
+    so that its problem shows rather than the field silently changing."""
+    options = [None, *label_set_specs(labelsets.list_label_sets(home))]
+    if current and current not in options:
+        options.append(current)
+    return options
+
+
+def label_set_specs(table: pd.DataFrame) -> list[str]:
+    """"NAME@vK" of every row of `labelsets.list_label_sets`, newest version of each name first."""
+    ordered = table.sort_values(["name", "version"], ascending=[True, False])
+    return [f"{n}@v{int(v)}" for n, v in zip(ordered["name"], ordered["version"])]
 
 
 # --- loading and submitting -------------------------------------------------------------------
@@ -208,6 +237,20 @@ def animal_head(problems: dict) -> None:
     st.checkbox("Animal head: same eps as the class head", key=KEY + "animal_same", disabled=not multitask)
     number("animal_label_smoothing", problems, disabled=st.session_state[KEY + "animal_same"] or not multitask)
     number("animal_loss_weight", problems, disabled=not multitask)
+
+
+def label_set(problems: dict, home) -> None:
+    """The label set to retrain on: none, or one version of a saved set (Label sets page)."""
+    try:
+        options = label_set_options(home, st.session_state.get(KEY + "labels"))
+    except Exception as exc:  # an unreadable labelsets folder or team table: the field keeps "none"
+        show_error(exc, "Listing label sets")
+        options = [None]
+    if st.session_state.get(KEY + "labels") not in options:
+        st.session_state[KEY + "labels"] = None
+    st.selectbox(SETTINGS["labels"].label, options, key=KEY + "labels", help=SETTINGS["labels"].help,
+                 format_func=lambda spec: "none (labels as given)" if spec is None else spec)
+    problem_note("labels", problems)
 
 
 def run_id_box(problems: dict) -> None:
