@@ -58,7 +58,7 @@ def builder(verdicts: pd.DataFrame) -> None:
     """Name, reviewers, agreement rule, the preview with its counts, and the Build button."""
     everyone = sorted(verdicts["reviewer"].unique())
     c = st.columns([2, 3, 1])
-    name = c[0].text_input("Name", key=KEY + "name", placeholder="relabels-round1",
+    name = c[0].text_input("Label set name", key=KEY + "name", placeholder="relabels-round1",
                            help="Letters, digits, '_' and '-'; building under an existing name adds a version").strip()
     # Everyone at first; a name whose verdicts were all withdrawn leaves the pick.
     kept = [r for r in st.session_state.get(KEY + "reviewers", everyone) if r in everyone]
@@ -69,7 +69,7 @@ def builder(verdicts: pd.DataFrame) -> None:
                                            "(and more than any other choice got)"))
     problem = name_problem(name)
     if problem and name:
-        st.error(f"Name: {escape_markdown(problem)}", icon=":material/error:")
+        st.error(f"Label set name: {escape_markdown(problem)}", icon=":material/error:")
     if not chosen:
         st.info("Pick at least one reviewer.", icon=":material/info:")
         return

@@ -17,6 +17,7 @@ from cifar_mtl.cifar10 import load_cifar10
 from cifar_mtl.runs import load_predictions, run_dir
 from tests.app_fixture import APP, build_home
 from tests.evidence_fixture import write_evidence
+from tests.label_loop_fixture import add_crossval_run
 from tests.browser import support
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
@@ -77,3 +78,10 @@ def page(browser):
     tab = browser.new_page()
     tab.set_default_timeout(support.WAIT_MS)
     return tab
+
+
+@pytest.fixture
+def crossval_run(app):
+    """(run id, suspects): a finished cross-validation run in the app's home
+    (`tests.label_loop_fixture.add_crossval_run`)."""
+    return add_crossval_run(app[1])
