@@ -520,3 +520,28 @@ def test_label_sets_page_previews_builds_and_refuses_a_bad_name(fx):
     listed = list_label_sets(fx.home)
     assert listed[["name", "version", "relabel"]].values.tolist() == [["round1", 1, 1]]
     assert at.dataframe[-1].value["name"].tolist() == ["round1"]  # the list of sets, last on the page
+
+
+def test_train_split_filters_by_datalab_flags_when_the_run_has_training_embeddings(fx):
+    from cifar_mtl.evidence.files import write_embeddings
+    from cifar_mtl.mislabels import train_ranking_of_runs
+    from cifar_mtl.runs import run_dir
+    from tests.label_loop_fixture import add_crossval_run
+
+    run_id, suspects = add_crossval_run(fx)
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(50, 8))
+    train[40:46] = train[30:36]  # six pairs of twins for Datalab's near-duplicate check
+    write_embeddings(run_dir(run_id, fx.home), rng.normal(size=(200, 8)), train)
+    expected = train_ranking_of_runs([run_id], home_dir=fx.home)
+    twins = expected.loc[expected["is_near_duplicate_issue"], "index"].tolist()
+    assert set(twins) >= set(range(30, 36)) | set(range(40, 46)) and len(twins) < 50
+    at = open_app("mislabels", reviewer="ada")
+    at.segmented_control(key="ml_split").set_value("train").run()
+    assert not at.exception and not at.error
+    assert {m.label: m.value for m in at.metric}["Datalab label issues"] == str(int(expected["is_label_issue"].sum()))
+    at.button_group(key="ml_train_issues").set_value(["near_duplicate"]).run()
+    assert not at.exception
+    lines = [m for m in texts(at.markdown) if re.match(r"\*\*\d+\. #", m)]
+    assert [int(re.search(r"#(\d+)", m).group(1)) for m in lines] == twins[:8]  # first page, ranking order
+    assert sum("Datalab: near-duplicate" in t for t in texts(at.caption)) == min(8, len(twins))
