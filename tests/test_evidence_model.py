@@ -125,8 +125,38 @@ def test_evidence_command_names_what_is_missing(tmp_path, monkeypatch):
     assert cli.main(["evidence", "--run", "tiny"]) == 1
 
 
-@pytest.mark.parametrize("backbone, method", [("airbench", "gradcam"), ("resnet9", "gradcam"),
-                                              ("efficientnetv2b1", "smoothgrad")])
-def test_auto_saliency_avoids_grad_cam_on_a_1x1_feature_map(backbone, method):
+@pytest.mark.parametrize("backbone, side", [("airbench", 3), ("resnet9", 4), ("efficientnetv2b1", 4)])
+def test_grad_cam_uses_the_deepest_feature_map_of_3x3_or_more(backbone, side):
+    """EfficientNetV2B1 at 32x32 ends at 1x1: Grad-CAM goes to its 4x4 stage instead, where maps can vary."""
     model = build_model(backbone=backbone, variant="single", resnet_width=8)
-    assert ev.choose_method(ev._probe_model(model)) == method
+    probe = ev._probe_model(model)
+    assert probe.outputs[0].shape[1] == side and ev.choose_method(probe) == "gradcam"
+    maps = ev.saliency_maps(model, _images(3), np.array([0, 1, 2]))
+    assert maps.reshape(3, -1).std(axis=1).max() > 0  # an all-negative weighted map is all zero after the ReLU
+
+
+@pytest.mark.slow  # real CIFAR-10: a short cpu_quick run (EfficientNetV2B1), then its evidence
+def test_a_real_cpu_quick_run_writes_every_evidence_file(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from cifar_mtl import runs
+    from cifar_mtl.evidence import files
+
+    if not os.environ.get("CIFAR10_DIR"):
+        pytest.skip("CIFAR10_DIR is not set (real CIFAR-10 not available)")
+    env = dict(os.environ, CIFAR_MTL_HOME=str(tmp_path / "home"), TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, "-m", "cifar_mtl", "train", "--config", "cpu_quick", "--run-id", "quick",
+         "--set", "train_subset=1000", "--set", "finetune_epochs=1", "--no-progress-bar"],
+        env=env, capture_output=True, text=True, timeout=1500,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = runs.run_dir("quick", tmp_path / "home")
+    assert all(files.evidence_status(folder).values()), files.evidence_status(folder)
+    assert files.read_embeddings(folder, "train").shape[0] == 50_000
+    predictions = runs.load_predictions("quick", tmp_path / "home")
+    saliency = files.read_saliency(folder)
+    assert len(saliency["index"]) == int((~predictions["correct"]).sum())
+    assert saliency["pred_map"].reshape(len(saliency["index"]), -1).std(axis=1).mean() > 0

@@ -5,12 +5,13 @@ backbone ends in, see `models.build_model`); `saliency_maps` explains a class sc
 per pixel; `write_evidence` writes both into a run folder and hands the embeddings to
 `cifar_mtl.evidence.build` for the neighbours, near-duplicates, map and slices.
 
-Saliency: Grad-CAM weighs the last spatial feature map by its pooled gradients; that map
-is 3x3 for airbench, 4x4 for ResNet-9 and 1x1 for EfficientNetV2B1 at 32x32. SmoothGrad
+Saliency: Grad-CAM weighs a feature map by its pooled gradients: the backbone's last for
+airbench (3x3) and ResNet-9 (4x4); EfficientNetV2B1 at 32x32 ends at 1x1, so there it is
+the deepest map of 3x3 or more (`_cam_layer`). SmoothGrad
 (Smilkov et al. 2017: the input gradient averaged over noisy copies) is per pixel on every
 backbone. `compare_saliency` scores both on real errors by deletion and insertion
-(Petsiuk et al. 2018); `choose_method` keeps Grad-CAM, which scored better at an eighth of
-the cost, except where the feature map is too small for it (docs/design.md has the figures).
+(Petsiuk et al. 2018); Grad-CAM scored better at an eighth of the cost and is the default
+(docs/design.md has the figures).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from cifar_mtl.training.pipeline import PREDICT_BATCH, predict_dataset
 from cifar_mtl.training.tracking import CancelFlag
 
 SALIENCY_METHODS = ("gradcam", "smoothgrad")
-SALIENCY_METHOD = "auto"  # Grad-CAM, or SmoothGrad where the last feature map is too small (`choose_method`)
+SALIENCY_METHOD = "auto"  # Grad-CAM at the deepest map of 3x3 or more (`_cam_layer`, `choose_method`)
 MIN_GRADCAM_SIDE = 3  # a 1x1 or 2x2 last feature map gives Grad-CAM nothing to point at
 SMOOTHGRAD_SAMPLES = 12
 SMOOTHGRAD_NOISE = 0.15  # the noise's standard deviation, as a fraction of the pixel range
@@ -55,8 +56,21 @@ def load_model(folder: Path):
     return keras.models.load_model(path, compile=False, custom_objects=custom)
 
 
+def _cam_layer(base) -> str | None:
+    """The backbone's deepest layer with a feature map at least MIN_GRADCAM_SIDE on a side (padding
+    layers aside), or None when that is its output: Grad-CAM's layer. EfficientNetV2B1 at 32x32
+    ends at 1x1, where Grad-CAM would be one flat value; its 4x4 stage is the deepest that is not."""
+    for layer in reversed(base.layers):
+        shape = getattr(layer, "output", None) is not None and layer.output.shape
+        if not shape or len(shape) != 4 or "padding" in layer.name.lower() or "ZeroPadding" in type(layer).__name__:
+            continue
+        if shape[1] is not None and shape[1] >= MIN_GRADCAM_SIDE:
+            return None if layer.output is base.output else layer.name
+    return None
+
+
 def _probe_model(model):
-    """image (B, 32, 32, 3) in [0, 255] -> [feature map (B, s, s, C), features (B, D), class (B, 10)].
+    """image (B, 32, 32, 3) in [0, 255] -> [Grad-CAM's feature map (B, s, s, C), features (B, D), class (B, 10)].
 
     The layers are the model's own (shared weights); dropout is left out, as at inference.
     """
@@ -64,8 +78,13 @@ def _probe_model(model):
     x = inputs
     if any(layer.name == "resize" for layer in model.layers):
         x = model.get_layer("resize")(x)
-    fmap = model.get_layer(BACKBONE_NAME)(x)
-    features = model.get_layer("pool")(fmap)
+    base = model.get_layer(BACKBONE_NAME)
+    cam = _cam_layer(base)
+    if cam is None:
+        fmap = last = base(x)
+    else:
+        fmap, last = keras.Model(base.input, [base.get_layer(cam).output, base.output], name="backbone_cam")(x)
+    features = model.get_layer("pool")(last)
     probs = model.get_layer("class")(features)
     return keras.Model(inputs, [fmap, features, probs], name=f"{model.name}_probe")
 
@@ -137,10 +156,9 @@ def _unit_range(maps: np.ndarray) -> np.ndarray:
 
 
 def choose_method(probe) -> str:
-    """Grad-CAM where the last feature map is at least MIN_GRADCAM_SIDE pixels on a side, else
-    SmoothGrad. On real errors of the fast recipe (airbench, 3x3) Grad-CAM found what the
-    predicted class rests on a little better than SmoothGrad at an eighth of the cost (see
-    docs/design.md); EfficientNetV2B1 at 32x32 ends at 1x1, where Grad-CAM is one flat value."""
+    """Grad-CAM when its feature map is at least MIN_GRADCAM_SIDE on a side (always, with
+    `_cam_layer`), else SmoothGrad. On real errors of the fast recipe Grad-CAM found what the
+    predicted class rests on a little better than SmoothGrad at an eighth of the cost (docs/design.md)."""
     side = probe.outputs[0].shape[1]
     return "gradcam" if side is not None and side >= MIN_GRADCAM_SIDE else "smoothgrad"
 
