@@ -33,10 +33,12 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture
-def app(tmp_path):
-    """(base url, FixtureHome): a running app over a fresh home of two 200-image runs; the
-    multitask run (multi-b) has evidence files, the single-task one (single-a) none."""
-    fx = build_home(tmp_path, n=200)
+def app(tmp_path, request):
+    """(base url, FixtureHome): a running app over a fresh home of two 200-image runs (or as many
+    as the test's `images` marker says); the multitask run (multi-b) has evidence files, the
+    single-task one (single-a) none."""
+    marker = request.node.get_closest_marker("images")
+    fx = build_home(tmp_path, n=marker.args[0] if marker else 200)
     train_labels = load_cifar10(str(fx.data), allow_download=False).y_train
     write_evidence(run_dir("multi-b", fx.home), load_predictions("multi-b", fx.home), train_labels)
     port = support.free_port()

@@ -8,6 +8,7 @@ import math
 import re
 
 import numpy as np
+import pytest
 from playwright.sync_api import expect
 
 from cifar_mtl.evidence import files
@@ -17,6 +18,7 @@ from cifar_mtl.stores.reviews import ReviewStore
 from tests.browser.support import (
     assert_clean, button, choose, focus_page, goto, image_index, keyed, press, settle, shot, wait_for,
 )
+from cifar_mtl.evidence.suggestions import MIN_TAGGED
 from tests.evidence_fixture import tag_like_a_reviewer
 
 RUN = "multi-b"
@@ -142,10 +144,11 @@ def test_a_slice_is_tagged_and_undone(app, page):
     assert_clean(page)
 
 
+@pytest.mark.images(400)  # multi-b: errors enough to tag past the suggestions' threshold and leave some
 def test_a_suggestion_is_accepted_by_key(app, page):
     url, fx = app
     store = ReviewStore(default_path(fx.home))
-    tag_like_a_reviewer(store, RUN, load_predictions(RUN, fx.home), 40, "ada")
+    tag_like_a_reviewer(store, RUN, load_predictions(RUN, fx.home), MIN_TAGGED + 10, "ada")
     before = tags_of(store)
     goto(page, f"{url}/queue?run_id={RUN}&reviewer=ada", "Review")
     page.get_by_text("Filter (shared with the Errors page)").click()
