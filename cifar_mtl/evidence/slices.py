@@ -22,6 +22,8 @@ DEFAULT_METHOD = "kmeans"
 MEAN_SLICE_SIZE = 20  # k-means: about this many errors per slice (a page of thumbnails)
 MIN_SLICE_SIZE = 8  # HDBSCAN: the smallest group it reports
 PCA_COMPONENTS = 32
+MAX_SLICES = 100  # k-means: a weak model's thousands of errors still make a list one can browse
+WIDE = 256  # k-means runs on a PCA projection to this many dimensions above it (EfficientNetV2B1: 1280)
 TOP_PAIRS = 3
 EXAMPLES = 8
 ARROW = "→"
@@ -71,11 +73,11 @@ def _checked(index, embeddings, true, pred):
     return index, x, true, pred
 
 
-def _reduced(x: np.ndarray) -> np.ndarray:
-    """The unit rows projected on their first `PCA_COMPONENTS` principal axes."""
+def _reduced(x: np.ndarray, components: int = PCA_COMPONENTS) -> np.ndarray:
+    """The unit rows projected on their first `components` principal axes."""
     from sklearn.decomposition import PCA
 
-    components = min(PCA_COMPONENTS, x.shape[0] - 1, x.shape[1])
+    components = min(components, x.shape[0] - 1, x.shape[1])
     if components >= x.shape[1]:
         return x
     return PCA(n_components=components, svd_solver="covariance_eigh").fit_transform(x)
@@ -84,8 +86,10 @@ def _reduced(x: np.ndarray) -> np.ndarray:
 def _kmeans(x: np.ndarray, seed: int, n_slices: int | None) -> np.ndarray:
     from sklearn.cluster import KMeans
 
-    k = n_slices or max(2, round(len(x) / MEAN_SLICE_SIZE))
+    k = n_slices or min(MAX_SLICES, max(2, round(len(x) / MEAN_SLICE_SIZE)))
     k = int(min(k, len(x)))
+    if x.shape[1] > WIDE:  # the cost grows with k x rows x dimensions: a cpu_quick run's 9,000 errors took minutes
+        x = _reduced(x, WIDE)
     # On unit rows Euclidean k-means is spherical k-means up to the centroids' length.
     return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(x)
 
