@@ -146,6 +146,10 @@ def test_a_real_cpu_quick_run_writes_every_evidence_file(tmp_path):
 
     if not os.environ.get("CIFAR10_DIR"):
         pytest.skip("CIFAR10_DIR is not set (real CIFAR-10 not available)")
+    if not os.environ.get("CIFAR_MTL_REAL_RUNS"):
+        # About 4.5 minutes on two cores (EfficientNetV2B1 embeds all 60,000 images): kept out of
+        # the default run so CI stays within its time; `CIFAR_MTL_REAL_RUNS=1 python -m pytest -m slow`.
+        pytest.skip("set CIFAR_MTL_REAL_RUNS=1 to train a real cpu_quick run (about 4.5 minutes)")
     env = dict(os.environ, CIFAR_MTL_HOME=str(tmp_path / "home"), TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
         [sys.executable, "-m", "cifar_mtl", "train", "--config", "cpu_quick", "--run-id", "quick",
