@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="test images of training runs, or training images of cross-validation runs (crossval)")
     m.add_argument("--out", help="output file in an existing folder (default: <home>/exports/...)")
 
-    c = sub.add_parser("compare", help="two runs on the same test images: intervals, McNemar's exact test")
+    c = sub.add_parser("compare", help="two runs on the same test images: intervals, McNemar's exact test; "
+                                          "also on the reviewer-corrected test labels when verdicts exist")
     c.add_argument("--run", required=True, action="append", help="run id: give it twice, A then B")
 
     j = sub.add_parser("jobs", help="retrain jobs: submit, list, show, cancel, logs", add_help=False)
@@ -399,7 +400,7 @@ def _mislabels(args) -> int:
 
 
 def _compare(run_ids: list[str]) -> int:
-    from cifar_mtl.compare import compare_runs, summary_text
+    from cifar_mtl.compare import compare_runs, compare_with_corrections, corrected_summary_text, summary_text
     from cifar_mtl.runs import load_predictions
 
     if len(run_ids) != 2:
@@ -410,7 +411,28 @@ def _compare(run_ids: list[str]) -> int:
     check_runs_exist(run_ids)
     a, b = (load_predictions(r) for r in run_ids)
     print(summary_text(compare_runs(a, b), *run_ids))
+    mislabels = _test_verdicts()
+    if len(mislabels):
+        print()
+        print(corrected_summary_text(compare_with_corrections(a, b, mislabels), *run_ids))
     return EXIT_OK
+
+
+def _test_verdicts():
+    """Every reviewer's current verdicts on test images (`ReviewStore.current_mislabels()`);
+    an empty table when the home has no review database yet (none is created for a read)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from cifar_mtl.stores.database import default_target, is_postgres_url, legacy_path
+    from cifar_mtl.stores.reviews import ReviewStore
+
+    target = default_target()
+    if not is_postgres_url(target) and not (Path(target).is_file() or legacy_path(target).is_file()):
+        return pd.DataFrame()
+    with ReviewStore(target) as store:
+        return store.current_mislabels()
 
 
 def _runs() -> int:

@@ -120,6 +120,39 @@ def test_compare_refuses_a_run_with_itself(home, capsys):
     assert "two different runs" in err and "'a' twice" in err and "p =" not in out
 
 
+def test_compare_without_verdicts_prints_the_original_labels_only(home, capsys):
+    make_fake_run("a", home, n=50, seed=1)
+    make_fake_run("b", home, n=50, seed=2)
+    code, out, err = run_main(capsys, "compare", "--run", "a", "--run", "b")
+    assert code == cli.EXIT_OK and len(out.strip().splitlines()) == 3 and "corrected" not in out
+    assert not (home / "cifar-mtl.sqlite").exists(), "a read creates no review database"
+
+
+def test_compare_prints_the_corrected_labels_when_verdicts_exist(home, capsys):
+    from cifar_mtl.compare import compare_with_corrections
+    from cifar_mtl.runs import load_predictions
+    from cifar_mtl.stores.database import default_path
+    from cifar_mtl.stores.reviews import ReviewStore
+
+    make_fake_run("a", home, n=50, seed=1)
+    make_fake_run("b", home, n=50, seed=2)
+    a, b = load_predictions("a"), load_predictions("b")
+    wrong = a.loc[~a["correct"]].iloc[0]  # an error of A, confirmed with A's answer as the true label
+    with ReviewStore(default_path(home)) as store:
+        store.set_mislabel("a", int(wrong["index"]), "ann", "confirmed", int(wrong["pred"]))
+        lc = compare_with_corrections(a, b, store.current_mislabels())
+    assert lc.n_changed == 1 and lc.corrected.accuracy_a == lc.original.accuracy_a + 1 / 50
+    code, out, err = run_main(capsys, "compare", "--run", "a", "--run", "b")
+    assert code == cli.EXIT_OK, err
+    original, corrected = out.strip().split("\n\n")
+    assert original.splitlines()[0].startswith(f"A a: accuracy {lc.original.accuracy_a:.2%}")
+    lines = corrected.splitlines()
+    assert lines[0].startswith("On the corrected test labels: Reviewers corrected 1 of the 50 test labels (1 verdict;")
+    assert lines[1].startswith(f"A a: corrected accuracy {lc.corrected.accuracy_a:.2%} (95% CI {lc.corrected.ci_a[0]:.2%}-")
+    assert lines[3].endswith(f"B fixed {lc.corrected.n_fixed}, broke {lc.corrected.n_broken}; "
+                             f"McNemar exact p = {lc.corrected.p_value:.2g}")
+
+
 # --- export ----------------------------------------------------------------------------------
 
 
