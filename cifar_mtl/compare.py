@@ -293,6 +293,27 @@ class LabelComparison:
         )
 
 
+ROW_NAMES = {"original": "Original labels", "corrected": "Corrected labels"}
+
+
+def table_text(lc: LabelComparison) -> pd.DataFrame:
+    """`LabelComparison.table()` as text for the page, one row per label vector ("Original
+    labels", "Corrected labels"): each accuracy with its 95% interval, B - A in points,
+    fixed and broken counts, McNemar's p to 3 significant digits (as the metrics above it)."""
+    t = lc.table()
+    return pd.DataFrame(
+        {
+            "Accuracy A": [f"{r.accuracy_a:.2%} ({r.ci_a_low:.1%}-{r.ci_a_high:.1%})" for r in t.itertuples()],
+            "Accuracy B": [f"{r.accuracy_b:.2%} ({r.ci_b_low:.1%}-{r.ci_b_high:.1%})" for r in t.itertuples()],
+            "B - A": [f"{r.difference * 100:+.2f} points" for r in t.itertuples()],
+            "Fixed by B": [f"{r.n_fixed:,}" for r in t.itertuples()],
+            "Broken by B": [f"{r.n_broken:,}" for r in t.itertuples()],
+            "McNemar p": [f"{r.p_value:.3g}" for r in t.itertuples()],
+        },
+        index=pd.Index([ROW_NAMES[k] for k in t.index], name="Test labels"),
+    )
+
+
 def compare_with_corrections(a: pd.DataFrame, b: pd.DataFrame, mislabels: pd.DataFrame | None,
                              confidence: float = 0.95) -> LabelComparison:
     """Compare two runs on the test labels and on the reviewer-corrected labels.
@@ -358,6 +379,14 @@ def corrections_text(lc: LabelComparison) -> str:
     return (f"Reviewers corrected {lc.n_changed:,} of the {lc.original.n:,} test labels ({verdicts}; "
             f"{CORRECTION_RULE}). On those images A predicts the corrected label {right_a:,} "
             f"time{'s' if right_a != 1 else ''}, B {right_b:,}.")
+
+
+def relabel_caption(row: dict) -> str:
+    """Caption of a relabelled image (a row of `LabelComparison.changed`):
+    '#index label → corrected: A pred_a ✓, B pred_b', ✓ where the run predicts the corrected label."""
+    mark = {True: " ✓", False: ""}
+    return (f"#{row['index']} {row['label_name']} → {row['corrected_name']}: "
+            f"A {row['pred_a_name']}{mark[bool(row['right_a'])]}, B {row['pred_b_name']}{mark[bool(row['right_b'])]}")
 
 
 def corrected_summary_text(lc: LabelComparison, name_a: str = "A", name_b: str = "B") -> str:

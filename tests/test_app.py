@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from tests.app_fixture import APP, break_run
 from cifar_mtl import analysis
 from cifar_mtl.app import figures, loaders, messages, sidebar, state
-from cifar_mtl.compare import compare_runs
+from cifar_mtl.compare import compare_runs, compare_with_corrections
 from cifar_mtl.config import CONFIG_DIR
 from cifar_mtl.labels import CLASS_NAMES
 from cifar_mtl.mislabels import corrected_accuracy, rank_mislabels
@@ -262,6 +262,34 @@ def test_compare_shows_the_comparison_figures(fx):
     assert metrics["Fixed by B"] == f"{cmp.n_fixed:,}" and metrics["Broken by B"] == f"{cmp.n_broken:,}"
     assert [t.label for t in at.tabs][:2] == [f"Fixed by B ({cmp.n_fixed:,})", f"Broken by B ({cmp.n_broken:,})"]
     assert any(c.startswith(f"95% CI {cmp.ci_a[0]:.2%}") for c in texts(at.caption))
+
+
+def test_compare_without_verdicts_says_the_figures_are_on_the_original_labels(fx):
+    at = open_app("compare", reviewer="ada")
+    assert not at.table
+    assert any("No reviewer has a verdict on these test images yet" in m for m in texts(at.info))
+    assert [t.label for t in at.tabs][2] == "Relabelled (0)"
+
+
+def test_compare_shows_the_corrected_labels_row_after_a_verdict(fx):
+    a, b = load_predictions("single-a"), load_predictions("multi-b")
+    # An image A gets wrong and B right, confirmed with A's answer: it moves from fixed to broken.
+    fixed = compare_runs(a, b).fixed.iloc[0]
+    store = ReviewStore(default_path(fx.home))
+    store.set_mislabel("multi-b", int(fixed["index"]), "bob", "confirmed", int(fixed["pred_a"]))
+    expected = compare_with_corrections(a, b, store.current_mislabels())
+    assert expected.corrected.n_fixed == expected.original.n_fixed - 1
+
+    at = open_app("compare", reviewer="ada")
+    shown = at.table[0].value
+    assert shown.index.tolist() == ["Original labels", "Corrected labels"]
+    assert shown.loc["Corrected labels", "McNemar p"] == f"{expected.corrected.p_value:.3g}"
+    assert shown.loc["Original labels", "Fixed by B"] == f"{expected.original.n_fixed:,}"
+    assert shown.loc["Corrected labels", "Fixed by B"] == f"{expected.corrected.n_fixed:,}"
+    assert shown.loc["Corrected labels", "Accuracy A"].startswith(f"{expected.corrected.accuracy_a:.2%} (")
+    assert any(t.startswith("Reviewers corrected 1 of the 200 test labels (1 verdict;") for t in texts(at.caption))
+    assert [t.label for t in at.tabs][2] == "Relabelled (1)"
+    assert not at.info
 
 
 def test_export_contains_the_tags_and_keeps_a_copy(fx):

@@ -15,6 +15,8 @@ from cifar_mtl.compare import (
     corrections_text,
     mcnemar_exact,
     paired_scores,
+    relabel_caption,
+    table_text,
 )
 from cifar_mtl.mislabels import corrected_accuracy
 from cifar_mtl.predictions import predictions_table
@@ -163,6 +165,14 @@ def test_a_verdict_that_makes_an_error_of_a_right_moves_it_from_fixed_to_broken(
     assert table_.loc["corrected", "n_broken"] == 3 and table_.loc["original", "p_value"] == lc.original.p_value
     text = corrections_text(lc)
     assert "corrected 1 of the 8 test labels (1 verdict;" in text and "A predicts the corrected label 1 time, B 0" in text
+    shown = table_text(lc)
+    assert shown.index.tolist() == ["Original labels", "Corrected labels"]
+    (low5, high5), (low4, high4) = wilson_interval(5, 8), wilson_interval(4, 8)
+    assert shown.loc["Corrected labels"].tolist() == [
+        f"62.50% ({low5:.1%}-{high5:.1%})", f"50.00% ({low4:.1%}-{high4:.1%})",
+        "-12.50 points", "2", "3", f"{mcnemar_exact(2, 3):.3g}"]
+    assert shown.loc["Original labels", "Accuracy B"] == shown.loc["Corrected labels", "Accuracy A"]  # both 5 of 8
+    assert relabel_caption(row.to_dict()) == "#1 airplane → automobile: A automobile ✓, B airplane"
 
 
 def test_verdicts_resolve_as_the_mislabels_page_counts_them(tmp_path):
