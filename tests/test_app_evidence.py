@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,7 +19,7 @@ from cifar_mtl.runs import load_predictions, run_dir
 from cifar_mtl.stores.database import default_path
 from cifar_mtl.stores.reviews import ReviewStore
 from tests.evidence_fixture import N_DUPLICATES, error_indices, tag_like_a_reviewer, write_evidence
-from tests.test_app import open_app, select_in_chart, texts
+from tests.test_app import open_app, texts
 
 RUN = "multi-b"
 
@@ -213,31 +214,47 @@ def test_a_slice_filter_from_another_run_is_dropped_not_an_empty_grid(efx):
 # --- the map ---------------------------------------------------------------------------------------
 
 
-def lasso(indices) -> dict:
-    """A lasso selection as the browser reports it (customdata rows arrive as dicts)."""
-    points = [{"curve_number": 0, "point_number": k, "point_index": k, "x": 0.0, "y": 0.0,
-               "customdata": {"0": int(i), "1": 0.5}} for k, i in enumerate(indices)]
-    return {"selection": {"points": points, "point_indices": list(range(len(points))), "box": [],
-                          "lasso": [{"x": [0, 1, 1], "y": [0, 0, 1]}]}}
+def map_chart(at):
+    """(the Map's chart proto, its spec, its data: one row per point) as the page drew them."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    chart = at.get("vega_lite_chart")[0].proto
+    return chart, json.loads(chart.spec), convert_arrow_bytes_to_pandas_df(chart.data.data)
 
 
-def test_a_lasso_selection_is_listed_tagged_at_once_and_undone_at_once(efx, store):
-    preds = load_predictions(RUN, efx.home)
-    chosen = preds["index"].iloc[10:40].tolist()
+def select_on_map(at, selection: dict):
+    """Rerun as after a box or a click on the Map: the browser sends the chart's selection state
+    (a JSON string) as its widget value, and Streamlit calls its on_select."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    chart, _, _ = map_chart(at)
+    states = at._tree.get_widget_states()
+    states.widgets.append(WidgetState(id=chart.id, string_value=json.dumps({"selection": selection})))
+    return at._run(states)
+
+
+def test_a_box_selection_is_listed_tagged_at_once_and_undone_at_once(efx, store):
     at = open_app("map", reviewer="ada", run_id=RUN)
     assert not at.exception
-    chart = at.get("plotly_chart")[0].proto
-    fig = json.loads(chart.spec)
-    assert sum(len(t["x"]["bdata"]) if isinstance(t["x"], dict) else len(t["x"]) for t in fig["data"]) > 0
-    at = select_in_chart(at, "map_chart", lasso(chosen))
+    chart, spec, points = map_chart(at)
+    assert len(points) == len(load_predictions(RUN, efx.home))
+    # a box round the 30 points of smallest x, from the other corner (as a drag right to left)
+    x = np.sort(points["x"].to_numpy(np.float64))
+    box = {"x": [float(x[29]), float(x[0]) - 1], "y": [float(points["y"].max()) + 1, float(points["y"].min()) - 1]}
+    chosen = set(points.loc[points["x"] <= x[29], "index"].astype(int))
+    at = select_on_map(at, {"box": box})
     assert not at.exception
-    assert texts(at.subheader) == ["30 selected"]
+    assert texts(at.subheader) == [f"{len(chosen)} selected"] and len(chosen) >= 30
     assert len([c for c in captions_of(at) if c.startswith("#")]) == 16  # the first page of the gallery
+    # the box is cleared (a new chart), the selection kept: drawn last and larger
+    new_chart, _, drawn = map_chart(at)
+    assert new_chart.id != chart.id
+    assert set(drawn["index"].iloc[-len(chosen):]) == chosen and drawn["size"].iloc[-1] > drawn["size"].iloc[0]
     at.selectbox(key="map_bulk_category").set_value("context").run()
     at.button(key="map_bulk_tag").click().run()
     assert not at.exception
     assert tags_of(store) == {(i, "context") for i in chosen}
-    assert any("Tagged 30 images 'context'" in s for s in texts(at.success))
+    assert any(f"Tagged {len(chosen)} images 'context'" in s for s in texts(at.success))
     at.button(key="map_bulk_undo").click().run()
     assert tags_of(store) == set()
     assert store.history(reviewer="ada")["batch"].nunique() == 2  # the tag and its undo: one batch each
@@ -248,7 +265,9 @@ def test_a_lasso_selection_is_listed_tagged_at_once_and_undone_at_once(efx, stor
 def test_one_point_clicked_on_the_map_shows_its_evidence(efx):
     duplicates, _, _ = evidence_of(efx)
     twin = int(duplicates.loc[duplicates["label_conflict"], "index"].iloc[0])
-    at = select_in_chart(open_app("map", reviewer="ada", run_id=RUN), "map_chart", lasso([twin]))
+    at = open_app("map", reviewer="ada", run_id=RUN)
+    at.button_group(key="map_mouse").set_value("click").run()
+    at = select_on_map(at, {"click": [{"index": twin}]})
     assert not at.exception
     assert texts(at.subheader) == ["1 selected"]
     assert any("label conflict" in m for m in texts(at.markdown))
@@ -262,16 +281,32 @@ def test_every_colouring_draws(efx, store, colour):
     at = open_app("map", reviewer="ada", run_id=RUN)
     at.button_group(key="map_colour").set_value(colour).run()
     assert not at.exception
-    names = {t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
+    names = set(map_chart(at)[1]["encoding"]["color"]["scale"]["domain"])
     if colour == "category":
         assert names == {"pose", "untagged"}
     elif colour == "correct or error":
         assert names == {"correct", "error"}
-    at.button_group(key="map_mouse").set_value("pan").run()  # a click selects its point
-    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["dragmode"] == "pan"
+    at.button_group(key="map_mouse").set_value("click").run()  # a click selects its point
+    assert {p["name"] for p in map_chart(at)[1]["params"]} == {"zoom", "click"}
     at.button_group(key="map_shown").set_value("errors").run()
     assert not at.exception
     assert texts(at.caption)[0].startswith(f"{len(error_indices(preds))} errors, placed")
+    assert len(map_chart(at)[2]) == len(error_indices(preds))
+
+
+def test_the_map_tooltip_shows_a_picture_once_written(efx):
+    from cifar_mtl.app import loaders, map_thumbnails
+    from tests.app_fixture import APP
+
+    at = open_app("map", reviewer="ada", run_id=RUN)
+    thumbs = loaders.test_images()[0]
+    hover = map_thumbnails.hover_images(thumbs.images, APP.parent / "static", "/app/static", wait=None)
+    assert hover.url is not None, hover.problem
+    at.run()
+    _, spec, _ = map_chart(at)
+    assert "image" in [t["field"] for t in spec["encoding"]["tooltip"]]
+    assert hover.url in next(t["calculate"] for t in spec["transform"] if t["as"] == "image")
+    assert not any(c.startswith("Writing the hover pictures") for c in texts(at.caption))
 
 
 # --- slices ----------------------------------------------------------------------------------------

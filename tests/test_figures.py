@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -121,26 +123,108 @@ def map_points(preds, tags=None):
     return triage.map_points(layout, preds, tags)
 
 
+@pytest.fixture
+def preds_10k(home):
+    make_fake_run("map", home, n=10_000, variant="multitask", accuracy=0.7, seed=4)
+    return load_predictions("map")
+
+
+def spec_table(spec) -> pd.DataFrame:
+    return spec["data"]["values"]
+
+
+def evaluate(expression: str, index: int) -> str:
+    """A map tooltip's `calculate` expression for one point (Vega's string + reads as Python's)."""
+    from types import SimpleNamespace
+
+    return eval(expression, {"__builtins__": {}}, {"datum": SimpleNamespace(index=str(index))})
+
+
 @pytest.mark.parametrize("by", ["true class", "predicted class", "correct or error", "category"])
-def test_the_map_has_every_point_once_with_its_index_and_a_colour_per_group(preds, by):
+def test_the_map_spec_has_every_point_once_with_a_colour_per_group(preds_10k, by):
     from cifar_mtl import triage
 
-    tags = pd.DataFrame({"index": [int(preds["index"].iloc[0])], "category": ["pose"], "reviewer": ["ada"]})
-    points = map_points(preds, tags)
+    tags = pd.DataFrame({"index": [int(preds_10k["index"].iloc[0])], "category": ["pose"], "reviewer": ["ada"]})
+    points = map_points(preds_10k, tags)
     groups = triage.colour_groups(points, by)
-    fig = figures.map_figure(points, groups)
-    assert all(t.type == "scattergl" for t in fig.data)  # WebGL: 10,000 points stay fluid
-    shown = np.concatenate([np.asarray(t.customdata)[:, 0] for t in fig.data]).astype(int)
-    assert sorted(shown.tolist()) == sorted(preds["index"].tolist())
-    assert {t.name for t in fig.data} == set(groups)
-    colours = [t.marker.color for t in fig.data]
-    assert len(set(colours)) == len(colours), "each group has its own colour"
+    spec = figures.map_spec(points, groups)
+    table = spec_table(spec)
+    assert len(table) == 10_000 and sorted(table["index"]) == sorted(preds_10k["index"])
+    json.dumps({k: v for k, v in spec.items() if k != "data"})  # the rest is plain JSON for Streamlit
+    colour = spec["encoding"]["color"]
+    assert colour["field"] == "group" and set(colour["scale"]["domain"]) == set(groups)
+    assert colour["scale"]["range"] == [figures.group_colours(colour["scale"]["domain"])[g]
+                                        for g in colour["scale"]["domain"]]
+    assert len(set(colour["scale"]["range"])) == len(colour["scale"]["range"]), "each group has its own colour"
+    by_index = table.set_index("index")
+    expected = points.set_index("index")
+    assert (by_index.loc[expected.index, "group"] == groups.set_axis(expected.index)).all()
+    assert (by_index.loc[expected.index, "classes"] == expected["label_name"] + " → " + expected["pred_name"]).all()
+    assert np.allclose(by_index.loc[expected.index, ["x", "y"]], expected[["x", "y"]])
     if by in ("correct or error", "category"):
-        # the background group (correct, untagged) is drawn first, under the others
-        assert fig.data[0].name in figures.BACKGROUND_GROUPS
-    for trace in fig.data:  # each point's classes are in its hover text
-        rows = points.set_index("index").loc[np.asarray(trace.customdata)[:, 0].astype(int)]
-        assert list(trace.text) == (rows["label_name"] + " → " + rows["pred_name"]).tolist()
+        # the background group (correct, untagged) is drawn first, under the others, and fainter
+        background = table["group"].isin(figures.BACKGROUND_GROUPS).to_numpy()
+        assert background.any() and (~background).any()
+        assert not background[np.argmax(~background):].any()
+        assert table.loc[background, "opacity"].max() < table.loc[~background, "opacity"].min()
+
+
+def test_each_point_has_a_tooltip_with_its_picture_classes_and_confidence(preds):
+    from cifar_mtl import triage
+
+    points = map_points(preds)
+    spec = figures.map_spec(points, triage.colour_groups(points, "true class"),
+                            image_url="/app/static/map-thumbnails/0123abcd", group_title="true class")
+    tooltip = [t["field"] for t in spec["encoding"]["tooltip"]]
+    assert tooltip == ["title", "image", "classes", "confidence", "group"]
+    assert spec["encoding"]["tooltip"][-1]["title"] == "true class"
+    # vega-tooltip draws the field named `image` as a picture and `title` as the heading
+    made = {t["as"]: t["calculate"] for t in spec["transform"]}
+    assert evaluate(made["image"], 17) == "/app/static/map-thumbnails/0123abcd/17.png"
+    assert evaluate(made["title"], 17) == "#17"
+    confidence = spec["encoding"]["tooltip"][-2]
+    assert confidence["type"] == "quantitative" and confidence["format"] == ".0%"
+    without = figures.map_spec(points, triage.colour_groups(points, "true class"))
+    assert [t["field"] for t in without["encoding"]["tooltip"]] == ["title", "classes", "confidence", "group"]
+    assert "image" not in {t["as"] for t in without["transform"]}
+
+
+def test_the_map_selects_with_a_box_or_a_click_and_zooms_with_the_wheel(preds):
+    from cifar_mtl import triage
+
+    points = map_points(preds)
+    groups = triage.colour_groups(points, "true class")
+    box = {p["name"]: p for p in figures.map_spec(points, groups, mode=figures.BOX)["params"]}
+    assert set(box) == {"zoom", figures.BOX}
+    assert box[figures.BOX]["select"]["type"] == "interval"
+    assert box[figures.BOX]["select"]["encodings"] == ["x", "y"]
+    assert box["zoom"]["bind"] == "scales" and box["zoom"]["select"]["translate"] is False  # a drag draws a box
+    click = {p["name"]: p for p in figures.map_spec(points, groups, mode=figures.CLICK)["params"]}
+    assert set(click) == {"zoom", figures.CLICK}
+    assert click[figures.CLICK]["select"]["type"] == "point" and click[figures.CLICK]["select"]["fields"] == ["index"]
+    assert "translate" not in click["zoom"]["select"]  # a drag pans
+    with pytest.raises(ValueError, match="lasso"):
+        figures.map_spec(points, groups, mode="lasso")
+
+
+def test_a_kept_selection_is_drawn_last_larger_and_the_rest_faded(preds):
+    from cifar_mtl import triage
+
+    points = map_points(preds)
+    chosen = points["index"].iloc[[3, 50, 7]].tolist()
+    table = spec_table(figures.map_spec(points, triage.colour_groups(points, "true class"), selected=chosen))
+    assert sorted(table["index"].iloc[-3:]) == sorted(chosen)
+    inside = table["index"].isin(chosen)
+    assert table.loc[inside, "size"].min() > table.loc[~inside, "size"].max()
+    assert table.loc[inside, "opacity"].min() > table.loc[~inside, "opacity"].max()
+    plain = spec_table(figures.map_spec(points, triage.colour_groups(points, "true class")))
+    assert plain["opacity"].min() > table.loc[~inside, "opacity"].max()
+
+
+def test_the_map_axes_hold_every_point_with_a_margin():
+    assert figures.map_domain([0.0, 10.0]) == pytest.approx([-0.3, 10.3])
+    assert figures.map_domain([2.0, 2.0]) == [1.0, 3.0]  # one point (or all at one place)
+    assert figures.map_domain([]) == [0.0, 1.0]
 
 
 def test_a_class_keeps_its_colour_whatever_else_is_shown():
@@ -149,26 +233,33 @@ def test_a_class_keeps_its_colour_whatever_else_is_shown():
                                                           "correct": figures.GROUP_COLOURS["correct"]}
 
 
-@pytest.mark.parametrize("customdata, expected", [
-    ({"0": 17, "1": 0.5}, [17]),  # a row of a 2-D typed array, as the browser sends it back
-    ([17, 0.5], [17]),
-    (17, [17]),
-    (17.0, [17]),
-    (None, []),
-    ("17", []),
-    (True, []),
-    (17.5, []),
+SHOWN = pd.DataFrame({"index": [5, 3, 9, 12], "x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 1.0, 2.0, -1.0]})
+
+
+@pytest.mark.parametrize("box, expected", [
+    ({"x": [0.5, 2.0], "y": [0.0, 2.0]}, [3, 9]),  # edges included, in the points' order
+    ({"x": [2.0, 0.5], "y": [2.0, 0.0]}, [3, 9]),  # dragged from the other corner
+    ({"x": [-1, 4], "y": [-2, 3]}, [5, 3, 9, 12]),
+    ({"x": [10, 11], "y": [0, 1]}, []),
+    ({"x": [0, 1]}, []),  # no y range
+    ({"x": [0, "1"], "y": [0, 1]}, []),
+    ({"x": [0, float("nan")], "y": [0, 1]}, []),
+    ({"x": [True, 2], "y": [0, 1]}, []),
+    ({}, []),  # a box cleared
 ])
-def test_selected_indices_are_read_from_each_points_customdata(customdata, expected):
-    state = {"selection": {"points": [{"curve_number": 0, "point_index": 3, "customdata": customdata}]}}
-    assert figures.indices_from_selection(state) == expected
+def test_a_box_selects_the_points_inside_it(box, expected):
+    assert figures.indices_from_selection({"selection": {figures.BOX: box}}, SHOWN) == expected
 
 
-def test_a_selection_lists_each_image_once_in_order_and_nothing_without_one():
-    points = [{"customdata": {"0": i, "1": 0.1}} for i in (5, 3, 5, 9)]
-    assert figures.indices_from_selection({"selection": {"points": points}}) == [5, 3, 9]
-    for state in (None, {}, {"selection": {}}, {"selection": {"points": None}}, "garbage"):
-        assert figures.indices_from_selection(state) == []
+def test_clicked_points_are_listed_once_in_click_order_and_only_when_shown():
+    clicks = [{"index": 9}, {"index": 5.0}, {"index": 9}, {"index": 77}, {"index": "3"}, {"index": 3.5}, {}, None]
+    assert figures.indices_from_selection({"selection": {figures.CLICK: clicks}}, SHOWN) == [9, 5]
+
+
+def test_no_selection_gives_nothing():
+    for state in (None, {}, "garbage", {"selection": None}, {"selection": {}},
+                  {"selection": {figures.BOX: {}, figures.CLICK: []}}, {"selection": {figures.CLICK: {"index": 3}}}):
+        assert figures.indices_from_selection(state, SHOWN) == []
 
 
 def test_duplicate_badges_say_what_the_training_twin_is():

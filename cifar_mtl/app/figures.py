@@ -1,10 +1,16 @@
-"""Plotly figures of the app, pure: tables in, figures out (no Streamlit, no session).
+"""Plotly figures of the app, and the Map's Vega-Lite spec, pure: tables in, figures out (no
+Streamlit, no session).
 
 Confusion matrices are clickable (`cell_from_selection` reads a click back), counts get
-whole-number axes, and class names stay readable on small screens.
+whole-number axes, and class names stay readable on small screens. The Map is Vega-Lite, not
+plotly: its tooltips can show a picture (`map_spec`), and `indices_from_selection` reads its
+box or clicked points back.
 """
 
 from __future__ import annotations
+
+import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -182,73 +188,166 @@ def group_colours(groups: list[str]) -> dict[str, str]:
     return colours
 
 
-def map_figure(points: pd.DataFrame, groups: pd.Series, *, selected=None, dragmode: str = "lasso",
-               height: int = 620) -> go.Figure:
-    """Scatter of the test images on the map, one WebGL trace per group, lasso and box ready.
+# The Map's selection parameters, named as Streamlit reports them (`indices_from_selection`).
+BOX, CLICK = "box", "click"
+MAP_MODES = (BOX, CLICK)
+MAP_HEIGHT = 620  # pixels, the plot alone
+MAP_MARGIN = 0.03  # of the layout's extent, left free on each side
+MAP_PADDING = {"left": 4, "right": 4, "top": 4, "bottom": 4}  # pixels round the plot
+# Dot areas (px²) and opacities: background groups small and faint, a kept selection large.
+_SIZE = {"background": 14, "group": 22, "selected": 64}
+_OPACITY = {"background": 0.55, "group": 0.85, "selected": 1.0, "faded": 0.2}
+_BRUSH = {"fill": "#1565c0", "fillOpacity": 0.06, "stroke": "#1565c0", "strokeWidth": 1, "strokeDash": [4, 3]}
+
+
+def map_domain(values) -> list[float]:
+    """[low, high] of an axis of the Map: the values' extent and `MAP_MARGIN` of it on each side."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return [0.0, 1.0]
+    low, high = float(values.min()), float(values.max())
+    pad = (high - low) * MAP_MARGIN or 1.0
+    return [low - pad, high + pad]
+
+
+def map_spec(points: pd.DataFrame, groups: pd.Series, *, selected=(), mode: str = BOX,
+             image_url: str | None = None, group_title: str = "group", height: int = MAP_HEIGHT) -> dict:
+    """Vega-Lite spec of the Map (for `st.vega_lite_chart`): a dot per test image, coloured by group.
 
     Args:
         points: `triage.map_points`' table (index, x, y, label_name, pred_name, confidence).
         groups: the group of each row (`triage.colour_groups`), same index as `points`.
-        selected: test indices drawn as selected (the others dimmed), e.g. a selection
-            kept while the figure is redrawn; None or empty for no selection.
-        dragmode: what a drag does: "lasso", "select" (a box) or "pan" (in Streamlit a
-            click selects its point only when a drag does not select).
+        selected: test indices drawn as selected (larger; the others fade): the page's kept
+            selection, which outlives the chart's own box or click.
+        mode: BOX (a drag draws a box, an interval selection reported as x and y ranges) or
+            CLICK (a click picks a point, shift-click adds one: a point selection on `index`
+            reported as [{"index": i}, ...]; a drag pans). The wheel zooms in both.
+        image_url: URL prefix of the hover pictures (`map_thumbnails.HoverImages.url`): image
+            i's is f"{image_url}/{i}.png"; None for tooltips without a picture.
+        group_title: what the groups are (the colouring's name), the tooltip's name for a group.
+        height: of the plot, in pixels (the legend comes below it).
 
-    Each point's `customdata` is (test index, confidence) (`indices_from_selection` reads
-    the index back); the hover names the image, its classes and confidence. Scattergl draws
-    10,000 points on the GPU, where SVG markers make the browser crawl.
+    Returns a dict whose `data.values` is a DataFrame[index, x, y, group, classes, confidence,
+    size, opacity] in drawing order (background groups first, the selection last). Each dot's
+    tooltip is vega-tooltip's: a title "#index", the picture (a field named `image`), the
+    classes, the confidence and the group.
+
+    A box's brush takes the pointer inside it (Vega-Lite draws it above every mark of the view),
+    hiding the tooltips there: the page clears it once it has kept the selection.
     """
+    if mode not in MAP_MODES:
+        raise ValueError(f"unknown selection mode {mode!r}; expected one of {MAP_MODES}")
     names = sorted(pd.unique(groups), key=lambda g: (g not in BACKGROUND_GROUPS, _group_order(g)))
     colours = group_colours(names)
-    chosen = np.isin(points["index"].to_numpy(np.int64), np.asarray(list(selected or ()), dtype=np.int64))
-    traces = []
-    for name in names:
-        mask = (groups == name).to_numpy()
-        rows = points.loc[mask]
-        background = name in BACKGROUND_GROUPS
-        traces.append(go.Scattergl(
-            selectedpoints=np.flatnonzero(chosen[mask]).tolist() if chosen.any() else None,
-            x=rows["x"].to_numpy(np.float32), y=rows["y"].to_numpy(np.float32), mode="markers", name=str(name),
-            customdata=np.column_stack([rows["index"].to_numpy(np.float32), rows["confidence"].to_numpy(np.float32)]),
-            text=(rows["label_name"] + " → " + rows["pred_name"]).to_numpy(object),
-            marker={"size": 4 if background else 5, "color": colours[name], "opacity": 0.55 if background else 0.85},
-            selected={"marker": {"opacity": 1.0, "size": 8}}, unselected={"marker": {"opacity": 0.2}},
-            hovertemplate="#%{customdata[0]} · %{text} · %{customdata[1]:.0%}<extra>%{fullData.name}</extra>",
-        ))
-    fig = go.Figure(traces)
-    fig.update_layout(
-        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, uirevision="map",
-        dragmode=dragmode,
-        xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
-        # Below the plot: above it, the legend ran under the chart's toolbar.
-        legend={"orientation": "h", "yanchor": "top", "y": -0.01, "x": 0, "itemsizing": "constant"},
-        hovermode="closest", showlegend=True,
-    )
-    return fig
+    table = _map_table(points, groups, selected)
+    tooltip = [{"field": "title", "type": "nominal"}]
+    transform = [{"calculate": "'#' + datum.index", "as": "title"}]
+    if image_url is not None:
+        tooltip.append({"field": "image", "type": "nominal"})
+        transform.append({"calculate": f"{json.dumps(image_url.rstrip('/') + '/')} + datum.index + '.png'",
+                          "as": "image"})
+    tooltip += [{"field": "classes", "type": "nominal", "title": "true → predicted"},
+                {"field": "confidence", "type": "quantitative", "format": ".0%"},
+                {"field": "group", "type": "nominal", "title": group_title}]
+    zoom = {"name": "zoom", "select": {"type": "interval", "encodings": ["x", "y"], "zoom": "wheel!",
+                                       **({} if mode == CLICK else {"translate": False})}, "bind": "scales"}
+    if mode == BOX:
+        select = {"name": BOX, "select": {"type": "interval", "encodings": ["x", "y"], "zoom": False, "mark": _BRUSH}}
+    else:
+        select = {"name": CLICK, "select": {"type": "point", "fields": ["index"], "on": "click",
+                                            "clear": "dblclick", "toggle": "event.shiftKey"}}
+    return {
+        "data": {"values": table},
+        "mark": {"type": "circle", "stroke": None},
+        "transform": transform,
+        "params": [zoom, select],
+        "height": height,
+        # The plot fills the width, and is `height` tall with the legend below it: so a data point's
+        # pixel is known from the domains alone (`map_domain`; the browser tests rely on it).
+        "autosize": {"type": "fit-x", "contains": "padding"},
+        "padding": MAP_PADDING,
+        "encoding": {
+            "x": {"field": "x", "type": "quantitative", "axis": None,
+                  "scale": {"domain": map_domain(points["x"]), "nice": False, "zero": False}},
+            "y": {"field": "y", "type": "quantitative", "axis": None,
+                  "scale": {"domain": map_domain(points["y"]), "nice": False, "zero": False}},
+            "color": {"field": "group", "type": "nominal",
+                      "scale": {"domain": names, "range": [colours[n] for n in names]},
+                      "legend": {"title": None, "orient": "bottom", "direction": "horizontal",
+                                 "symbolType": "circle", "symbolOpacity": 1, "columns": 6}},
+            "size": {"field": "size", "type": "quantitative", "scale": None, "legend": None},
+            "opacity": {"field": "opacity", "type": "quantitative", "scale": None, "legend": None},
+            "tooltip": tooltip,
+        },
+        "config": {"view": {"stroke": None}},
+        # 10,000 dots: a canvas keeps pointer moves fluid where SVG elements do not.
+        "usermeta": {"embedOptions": {"renderer": "canvas"}},
+    }
+
+
+def _map_table(points: pd.DataFrame, groups: pd.Series, selected) -> pd.DataFrame:
+    """The Map's data: one row per point, background groups first and the selection last."""
+    index = points["index"].to_numpy(np.int64)
+    chosen = np.isin(index, np.asarray(list(selected or ()), dtype=np.int64))
+    background = groups.isin(BACKGROUND_GROUPS).to_numpy(bool)
+    size = np.where(chosen, _SIZE["selected"], np.where(background, _SIZE["background"], _SIZE["group"]))
+    opacity = np.where(background, _OPACITY["background"], _OPACITY["group"])
+    if chosen.any():
+        opacity = np.where(chosen, _OPACITY["selected"], _OPACITY["faded"])
+    table = pd.DataFrame({
+        "index": index,
+        "x": points["x"].to_numpy(np.float32), "y": points["y"].to_numpy(np.float32),
+        "group": groups.astype(str).to_numpy(object),
+        "classes": (points["label_name"] + " → " + points["pred_name"]).to_numpy(object),
+        "confidence": points["confidence"].to_numpy(np.float32),
+        "size": size.astype(np.int16), "opacity": opacity.astype(np.float32),
+    })
+    order = np.lexsort((~background, chosen))  # by selection, then background before the rest
+    return table.iloc[order].reset_index(drop=True)
 
 
 def _group_order(name: str):
     return (0, CLASS_NAMES.index(name)) if name in CLASS_NAMES else (1, str(name))
 
 
-def indices_from_selection(state) -> list[int]:
-    """Test indices of the points selected in a `map_figure` (a plotly_chart state), in order.
+def indices_from_selection(state, points: pd.DataFrame) -> list[int]:
+    """Test indices selected on the Map, from its `st.vega_lite_chart` state (see `map_spec`).
 
-    Each point carries its test index as `customdata`: a number, the first item of a list,
-    or item "0" of a dict (how the browser sends back a row of a 2-D typed array).
-    Anything else (no selection, a malformed state) gives [].
+    A box arrives as {"selection": {"box": {"x": [x0, x1], "y": [y0, y1]}}} in data units
+    (either end first): the rows of `points` (DataFrame[index, x, y]) inside it, edges
+    included, in `points`' order. Clicked points arrive as {"selection": {"click": [{"index":
+    i}, ...]}}: those of them that are in `points`, in click order. Anything else (no
+    selection, a cleared box, a malformed state) gives [].
     """
     try:
-        points = state["selection"]["points"]
-    except (KeyError, TypeError):
+        selection = state["selection"]
+    except (KeyError, TypeError, IndexError):
         return []
-    out = []
-    for point in points or []:
-        value = point.get("customdata") if isinstance(point, dict) else None
-        if isinstance(value, dict):  # a row of a typed array arrives as {"0": index, "1": confidence}
-            value = value.get("0")
-        elif isinstance(value, (list, tuple)):
-            value = value[0] if value else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
-            out.append(int(value))
+    if not hasattr(selection, "get"):
+        return []
+    out = _inside_box(selection.get(BOX), points) + _clicked(selection.get(CLICK), points)
     return list(dict.fromkeys(out))
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _inside_box(box, points: pd.DataFrame) -> list[int]:
+    if not hasattr(box, "get"):
+        return []
+    x, y = box.get("x"), box.get("y")
+    if not all(isinstance(r, (list, tuple)) and len(r) == 2 and all(map(_number, r)) for r in (x, y)):
+        return []
+    px, py = points["x"].to_numpy(np.float64), points["y"].to_numpy(np.float64)
+    inside = (px >= min(x)) & (px <= max(x)) & (py >= min(y)) & (py <= max(y))
+    return points["index"].to_numpy(np.int64)[inside].tolist()
+
+
+def _clicked(clicks, points: pd.DataFrame) -> list[int]:
+    if not isinstance(clicks, (list, tuple)):
+        return []
+    values = [c.get("index") if hasattr(c, "get") else None for c in clicks]
+    wanted = [int(v) for v in values if _number(v) and float(v).is_integer()]
+    shown = set(points["index"].to_numpy(np.int64).tolist())
+    return [i for i in wanted if i in shown]

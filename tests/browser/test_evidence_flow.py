@@ -1,17 +1,19 @@
-"""The evidence for each error, in chromium: a lasso on the Map tagged in bulk and undone, a slice
-tagged and undone, a suggestion accepted by key, a nearest training image opened. Each checks
-its result in the database."""
+"""The evidence for each error, in chromium: a box on the Map tagged in bulk and undone, a hover on
+the Map showing the image, a slice tagged and undone, a suggestion accepted by key, a nearest
+training image opened. Each checks its result in the database or on the screen."""
 
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from playwright.sync_api import expect
 
+from cifar_mtl.app import figures
 from cifar_mtl.evidence import files
+from cifar_mtl.labels import CLASS_NAMES
 from cifar_mtl.runs import load_predictions, run_dir
 from cifar_mtl.stores.database import default_path
 from cifar_mtl.stores.reviews import ReviewStore
@@ -29,54 +31,92 @@ def tags_of(store: ReviewStore, reviewer: str = "ada") -> set[tuple[int, str]]:
     return {(int(i), c) for i, c in zip(tags["index"], tags["category"])}
 
 
-def chart_pixels(page, points):
-    """Page pixel positions of data points (x, y) on the map, through plotly's own axes."""
-    return page.evaluate(
-        """(points) => {
-            const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
-            const fl = gd._fullLayout, box = gd.getBoundingClientRect();
-            return points.map(([x, y]) => [box.left + fl._size.l + fl.xaxis.l2p(x),
-                                            box.top + fl._size.t + fl.yaxis.l2p(y)]);
-        }""",
-        [list(map(float, p)) for p in points],
-    )
+def map_canvas(page):
+    return page.locator("[class*='st-key-map_chart_'] canvas").first
 
 
-def draw_lasso(page, centre, radius, corners=32) -> None:
-    """Drag the mouse round a circle of `radius` (data units) about `centre` with the lasso."""
-    ring = [(centre[0] + radius * math.cos(2 * math.pi * k / corners),
-             centre[1] + radius * math.sin(2 * math.pi * k / corners)) for k in range(corners + 1)]
-    pixels = chart_pixels(page, ring)
-    page.mouse.move(*pixels[0])
+def chart_pixels(page, layout, points) -> list[tuple[float, float]]:
+    """Page pixel positions of data points (x, y) on the map: the plot fills the canvas's width
+    and is MAP_HEIGHT tall under the padding, over the axes' domains (`figures.map_spec`)."""
+    box = map_canvas(page).bounding_box()
+    pad = figures.MAP_PADDING
+    (x0, x1), (y0, y1) = figures.map_domain(layout["x"]), figures.map_domain(layout["y"])
+    width = box["width"] - pad["left"] - pad["right"]
+    return [(box["x"] + pad["left"] + (x - x0) / (x1 - x0) * width,
+             box["y"] + pad["top"] + (y1 - y) / (y1 - y0) * figures.MAP_HEIGHT) for x, y in points]
+
+
+def data_per_pixel(page, layout) -> float:
+    (x0, x1) = figures.map_domain(layout["x"])
+    return (x1 - x0) / (map_canvas(page).bounding_box()["width"] - 8)
+
+
+def drag_box(page, layout, corner, other, steps=12) -> None:
+    """Press the mouse at data point `corner`, move it in steps to `other`, and let go."""
+    (ax, ay), (bx, by) = chart_pixels(page, layout, [corner, other])
+    page.mouse.move(ax, ay)
     page.mouse.down()
-    for x, y in pixels[1:]:
-        page.mouse.move(x, y, steps=4)
+    for k in range(1, steps + 1):
+        page.mouse.move(ax + (bx - ax) * k / steps, ay + (by - ay) * k / steps, steps=2)
     page.mouse.up()
 
 
-def test_a_lasso_on_the_map_is_tagged_in_bulk_and_one_undo_reverts_it(app, page):
+def isolated(layout, among=None) -> pd.Series:
+    """The row of `layout` (or of its rows `among`) farthest from any other point: hovering it
+    can only find it."""
+    xy = layout[["x", "y"]].to_numpy()
+    rows = np.flatnonzero(among) if among is not None else np.arange(len(layout))
+    gaps = [np.partition(np.linalg.norm(xy - xy[r], axis=1), 1)[1] for r in rows]
+    return layout.iloc[rows[int(np.argmax(gaps))]]
+
+
+def hover(page, layout, row):
+    """Move the mouse onto `row`'s point; the tooltip once it names that image."""
+    x, y = chart_pixels(page, layout, [(row["x"], row["y"])])[0]
+    page.mouse.move(x - 30, y - 30)
+    page.mouse.move(x, y, steps=5)
+    tooltip = page.locator("#vg-tooltip-element")
+    expect(tooltip).to_be_visible()
+    expect(tooltip.locator("h2")).to_have_text(f"#{int(row['index'])}")
+    return tooltip
+
+
+def pictures_ready(page) -> None:
+    """Wait while the Map writes the hover pictures (on the first visit for this test set)."""
+    expect(page.get_by_text(re.compile(r"^Writing the hover pictures"))).to_have_count(0, timeout=60_000)
+    settle(page)
+
+
+def test_a_box_on_the_map_is_tagged_in_bulk_and_one_undo_reverts_it(app, page):
     url, fx = app
     store = ReviewStore(default_path(fx.home))
     layout = files.read_map(run_dir(RUN, fx.home))
     goto(page, f"{url}/map?run_id={RUN}&reviewer=ada", "Map")
-    keyed(page, "map_chart").locator(".js-plotly-plot").wait_for()
+    map_canvas(page).wait_for()
+    pictures_ready(page)
     shot(page, "map-1-open")
 
-    # A circle round the densest cluster: its class's images sit there (tests/evidence_fixture.py).
+    # A box round the densest cluster: its class's images sit there (tests/evidence_fixture.py).
     xy = layout[["x", "y"]].to_numpy()
     centre = xy[np.argmax([(np.linalg.norm(xy - p, axis=1) < 1.5).sum() for p in xy])]
-    radius = 2.0
-    draw_lasso(page, centre, radius)
+    half = 2.0
+    drag_box(page, layout, centre + [half, -half], centre + [-half, half])  # from the bottom right
     heading = page.get_by_role("heading", name=re.compile(r"^\d+ selected$"))
     heading.wait_for()
     settle(page)
     assert_clean(page)
     n = int(heading.inner_text().split()[0])
-    distance = np.linalg.norm(xy - centre, axis=1)
-    inside = set(layout.loc[distance < radius * 0.97, "index"].astype(int))
-    maybe = set(layout.loc[distance < radius * 1.03, "index"].astype(int))  # the lasso is a polygon
+    slack = 2 * data_per_pixel(page, layout)  # the mouse lands on whole pixels
+    offset = np.abs(xy - centre).max(axis=1)
+    inside = set(layout.loc[offset < half - slack, "index"].astype(int))
+    maybe = set(layout.loc[offset < half + slack, "index"].astype(int))
     assert len(inside) <= n <= len(maybe) and n >= 5, (n, len(inside), len(maybe))
-    shot(page, "map-2-lasso")
+    shot(page, "map-2-box")
+
+    # The box is gone once the page keeps the selection: a point inside it shows its tooltip.
+    within = isolated(layout, np.isin(layout["index"], sorted(inside)))
+    hover(page, layout, within)
+    shot(page, "map-3-hover-in-box")
 
     choose(page, "Category", "context")
     button(page, f"Tag {n} selected images").click()
@@ -86,16 +126,14 @@ def test_a_lasso_on_the_map_is_tagged_in_bulk_and_one_undo_reverts_it(app, page)
     settle(page)
     assert_clean(page)
     expect(page.get_by_text(f"Tagged {n} images 'context'")).to_be_visible()
-    shot(page, "map-3-tagged")
+    shot(page, "map-4-tagged")
 
-    # Colour by category: the tagged images show as their own group
+    # Colour by category: a tagged image's tooltip names its category
     page.get_by_role("radio", name="category", exact=True).click()
     settle(page)
     assert_clean(page)
-    legend = page.evaluate("""() => document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot')
-        .data.map(t => t.name)""")
-    assert set(legend) == {"context", "untagged"}, legend
-    shot(page, "map-4-by-category")
+    expect(hover(page, layout, within).get_by_role("row", name="category context")).to_be_visible()
+    shot(page, "map-5-by-category")
 
     button(page, "Undo").click()
     wait_for(lambda: not tags_of(store), what="the undo of the whole action")
@@ -110,14 +148,33 @@ def test_a_lasso_on_the_map_is_tagged_in_bulk_and_one_undo_reverts_it(app, page)
     button(page, "Clear").click()
     page.get_by_text("Nothing selected yet").wait_for()
     settle(page)
-    row = layout.iloc[int(np.argmin(np.linalg.norm(xy - centre, axis=1)))]
-    page.mouse.click(*chart_pixels(page, [(row["x"], row["y"])])[0])
+    row = isolated(layout)
+    page.mouse.click(*chart_pixels(page, layout, [(row["x"], row["y"])])[0])
     page.get_by_role("heading", name="1 selected").wait_for()
     settle(page)
     assert_clean(page)
     expect(page.get_by_text(re.compile(rf"^#{int(row['index'])} · "))).to_be_visible()
     expect(page.get_by_text("Nearest training images")).to_be_visible()
-    shot(page, "map-5-one-point")
+    shot(page, "map-6-one-point")
+
+
+def test_hovering_a_point_on_the_map_shows_its_picture(app, page):
+    url, fx = app
+    layout = files.read_map(run_dir(RUN, fx.home))
+    goto(page, f"{url}/map?run_id={RUN}&reviewer=ada", "Map")
+    map_canvas(page).wait_for()
+    pictures_ready(page)
+    row = isolated(layout)
+    tooltip = hover(page, layout, row)
+    picture = tooltip.locator("img")
+    expect(picture).to_have_attribute("src", re.compile(rf"/app/static/map-thumbnails/[0-9a-f]+/{int(row['index'])}\.png$"))
+    wait_for(lambda: picture.evaluate("i => i.complete && i.naturalWidth === 64"), what="the picture drawn")
+    preds = load_predictions(RUN, fx.home).set_index("index")
+    label, pred = (CLASS_NAMES[int(preds.loc[int(row["index"]), k])] for k in ("label", "pred"))
+    expect(tooltip.get_by_role("row", name=f"true → predicted {label} → {pred}")).to_be_visible()
+    shot(page, "map-hover")
+    settle(page)
+    assert_clean(page)
 
 
 def test_a_slice_is_tagged_and_undone(app, page):
