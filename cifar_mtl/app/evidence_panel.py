@@ -20,7 +20,8 @@ from cifar_mtl.app.widgets import EvidenceOptions, show_image
 from cifar_mtl.heatmaps import overlay
 from cifar_mtl.images import DETAIL_SCALE, Thumbnails, encode_png, enlarge
 
-VIEWS = {"image": "image", "pred": "saliency: predicted class", "true": "saliency: true class"}
+# Short labels, so the switch fits the detail column (at 1280 px "saliency: true class" was cut off).
+VIEWS = {"image": "off", "pred": "predicted", "true": "true"}
 NEIGHBOUR_SCALE = 2  # 64 px: eight of them fit beside the detail image
 NEIGHBOUR_COLUMNS = 4
 DIALOG_SCALE = 8
@@ -51,9 +52,9 @@ def detail_image(thumbs: Thumbnails | None, ev: Evidence, index: int, row: dict,
         return
     view_key = f"{key}_saliency"
     st.session_state.setdefault(view_key, "image")
-    view = st.segmented_control("Show", list(VIEWS), key=view_key, format_func=VIEWS.get,
-                                label_visibility="collapsed",
-                                help="Saliency: which pixels raised the class's score (brighter: more)")
+    view = st.segmented_control("Saliency map of the class", list(VIEWS), key=view_key, format_func=VIEWS.get,
+                                help="Which pixels raised the score of the predicted or the true class "
+                                     "(brighter: more), drawn over the image")
     if view in (None, "image"):
         show_image(thumbs, index, scale=DETAIL_SCALE, caption_text=caption_text)
         return
