@@ -4,6 +4,7 @@ Figures, on a generated artifacts home (a single-task and a multitask run of 10,
 test images with evidence files for the multitask one, 10,000 generated test images,
 1,000 tags):
 
+- the Map's hover pictures, 10,000 PNG files written once per test set;
 - each page's render time after its first load (median of reruns; target < 1 s),
   the Map with its 10,000 points included, and the Map with 1,000 of them selected;
 - a tag click: the tag is written and the page answers (median; target < 200 ms).
@@ -80,44 +81,58 @@ def _page_rows(at, repeats: int) -> list[dict]:
     return rows
 
 
+def _map_chart(at):
+    """The Map's chart element (its Vega-Lite spec and data)."""
+    return next(c.proto for c in at.get("vega_lite_chart") if "map_chart" in c.proto.id)
+
+
 def _map_points(at) -> int:
-    """How many points the Map's figure holds (its traces' customdata rows)."""
-    import base64
-    import json
+    """How many points the Map's chart holds (rows of its Vega-Lite data)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 
-    import numpy as np
-
-    spec = json.loads(next(c.proto for c in at.get("plotly_chart") if "map_chart" in c.proto.id).spec)
-    total = 0
-    for trace in spec["data"]:
-        data = trace["customdata"]
-        if isinstance(data, dict):  # a typed array: base64 bytes of (rows, 2) float32
-            total += len(np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])) // 2
-        else:
-            total += len(data)
-    return total
+    return len(convert_arrow_bytes_to_pandas_df(_map_chart(at).data.data))
 
 
 def _selection_row(at, repeats: int) -> dict:
-    """The Map rerun with 1,000 points selected (gallery, counts and bulk-tag controls drawn)."""
+    """The Map rerun with 1,000 points selected (gallery, counts and bulk-tag controls drawn): a
+    box round the 1,000 leftmost points, sent as the browser sends a drawn box."""
     import json
 
+    import numpy as np
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
     from streamlit.proto.WidgetStates_pb2 import WidgetState
 
-    from cifar_mtl.runs import load_predictions
-
     at.switch_page("views/map.py").run()
-    chosen = load_predictions("multi-b")["index"].iloc[:1000].tolist()
-    points = [{"curve_number": 0, "point_index": k, "customdata": {"0": i, "1": 0.5}} for k, i in enumerate(chosen)]
-    chart = next(c.proto for c in at.get("plotly_chart") if "map_chart" in c.proto.id)
+    chart = _map_chart(at)
+    points = convert_arrow_bytes_to_pandas_df(chart.data.data)
+    x = np.sort(points["x"].to_numpy(np.float64))
+    box = {"x": [float(x[0]) - 1, float(x[999])],
+           "y": [float(points["y"].min()) - 1, float(points["y"].max()) + 1]}
     states = at._tree.get_widget_states()
-    states.widgets.append(WidgetState(id=chart.id, string_value=json.dumps(
-        {"selection": {"points": points, "point_indices": list(range(len(points))), "box": [], "lasso": []}})))
-    at._run(states)  # as the browser reports a lasso: the selection callback keeps it
+    states.widgets.append(WidgetState(id=chart.id, string_value=json.dumps({"selection": {"box": box}})))
+    at._run(states)  # as the browser reports a box: the selection callback keeps it
     if at.exception or not any(h.value == "1,000 selected" for h in at.subheader):
         raise RuntimeError("the map selection was not drawn")
     again = statistics.median(_timed(at.run) for _ in range(repeats))
     return _figure(f"map with 1,000 points selected: render (median of {repeats})", again, 1000)
+
+
+def _pictures_row() -> dict:
+    """The Map's hover pictures of the 10,000 test images written (once per test set), where the
+    app serves them, so the Map's timings below do not share the CPU with their writing."""
+    import shutil
+
+    from cifar_mtl.app import loaders, map_thumbnails
+    from tests.app_fixture import APP
+
+    images = loaders.test_images()[0].images
+    static = APP.parent / "static"
+    shutil.rmtree(map_thumbnails.set_folder(images, static), ignore_errors=True)
+    hover = map_thumbnails.prepare(images, static, "/app/static")
+    if hover.problem or hover.written != len(images):
+        raise RuntimeError(f"the hover pictures were not written: {hover.problem}")
+    return {"name": f"map hover pictures: {len(images):,} PNG files written (once per test set, in the background)",
+            "value": round(hover.seconds, 2), "unit": "s", "target": "-", "ok": None}
 
 
 def _suggestion_row(at, repeats: int) -> dict:
@@ -180,10 +195,11 @@ def run(quick: bool = False) -> list[dict]:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
             _prepare(Path(tmp))
+            rows = [_pictures_row()]
             at = AppTest.from_file(str(APP), default_timeout=120)
             at.query_params["reviewer"] = REVIEWER
             at.run()
-            rows = _page_rows(at, repeats)
+            rows += _page_rows(at, repeats)
             thumbs = loaders.test_images()[0]
             before = thumbs.n_encoded
             at.switch_page("views/errors.py").run()
