@@ -124,8 +124,9 @@ def _unpickle(raw: bytes, name: str):
         ) from None
 
 
-def _decode_batch(raw: bytes, name: str, expected: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Unpickle one official batch; return images (N, 32, 32, 3) uint8 and labels (N,).
+def _decode_planes(raw: bytes, name: str, expected: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unpickle one official batch; return its rows (N, 3072) uint8 as stored (the R, G and
+    B planes of each 32x32 image) and labels (N,) int64.
 
     `expected` is the number of images the file must hold (None: any).
     """
@@ -163,9 +164,18 @@ def _decode_batch(raw: bytes, name: str, expected: int | None = None) -> tuple[n
             f"{name}: holds {len(labels):,} images; {why} {expected:,}. "
             "The file is truncated or not the official one; download it again"
         )
-    # Each row is the R, G and B planes of one 32x32 image.
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels.astype(np.int64)
+    return data, labels.astype(np.int64)
+
+
+def _planes_to_images(data: np.ndarray) -> np.ndarray:
+    """(N, 3072) rows of colour planes -> (N, 32, 32, 3) channels-last: a view, no copy."""
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def _decode_batch(raw: bytes, name: str, expected: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unpickle one official batch; return images (N, 32, 32, 3) uint8, contiguous, and labels (N,)."""
+    data, labels = _decode_planes(raw, name, expected)
+    return np.ascontiguousarray(_planes_to_images(data)), labels
 
 
 def _read_folder(folder: Path, names, optional=()) -> dict[str, tuple[str, bytes]]:
@@ -237,13 +247,14 @@ def _expected_sizes(found: tuple[str, bytes] | None) -> dict[str, int]:
     return sizes
 
 
-def _load_files(source: str, names) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(images, labels) of each file in `names`, in that order, each checked (see `_decode_batch`)."""
+def _load_files(source: str, names, decode=_decode_batch) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) of each file in `names`, in that order, each checked (`decode`:
+    `_decode_batch`, or `_decode_planes` for the rows as stored)."""
     kind, path = _locate(source)
     read = _read_folder if kind == "folder" else _read_tarball
     raw = read(path, names, optional=(SIZES_FILE,))
     sizes = _expected_sizes(raw.pop(SIZES_FILE, None))
-    return [_decode_batch(raw[name][1], raw[name][0], sizes[name]) for name in names]
+    return [decode(raw[name][1], raw[name][0], sizes[name]) for name in names]
 
 
 def _keras_source(allow_download: bool) -> str:
@@ -278,6 +289,42 @@ def load_test_set(source: str | None = None, allow_download: bool = False) -> tu
     source = resolve_source(source) or _keras_source(allow_download)
     [(x, y)] = _load_files(source, (TEST_FILE,))
     return x, y
+
+
+def _planes_one_by_one(source: str, names):
+    """Yield `_decode_planes` (rows, labels) of each file in `names`. From a folder, each
+    file is read only after the previous one's bytes were let go, so the same memory is
+    used again; a tarball is read in one pass (gzip cannot seek)."""
+    kind, path = _locate(source)
+    if kind == "tar":
+        yield from _load_files(source, names, decode=_decode_planes)
+        return
+    sizes = _expected_sizes(_read_folder(path, (), optional=(SIZES_FILE,)).get(SIZES_FILE))
+    for name in names:
+        where, raw = _read_folder(path, (name,))[name]
+        decoded = _decode_planes(raw, where, sizes[name])
+        del raw  # before the next file is read
+        yield decoded
+
+
+def load_train_view(source: str | None = None, allow_download: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Only the training set, read for looking at images one by one: images (N, 32, 32, 3)
+    uint8 as a channels-last view of the files' colour planes, and labels (N,) int64.
+
+    Cheaper than `load_cifar10` for the app: no channels-last copy of the whole set, no test
+    set, and one file in memory at a time. Index single images from the view; for a model,
+    use `load_cifar10`.
+    """
+    source = resolve_source(source) or _keras_source(allow_download)
+    rows, labels, start = None, [], 0
+    for part, part_labels in _planes_one_by_one(source, TRAIN_FILES):
+        if rows is None:  # every training file holds the same, checked, number of images
+            rows = np.empty((len(part) * len(TRAIN_FILES), part.shape[1]), np.uint8)
+        rows[start : start + len(part)] = part
+        start += len(part)
+        labels.append(part_labels)
+        del part  # its bytes go before the next file is read
+    return _planes_to_images(rows), np.concatenate(labels)
 
 
 def stratified_split(

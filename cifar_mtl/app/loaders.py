@@ -310,20 +310,22 @@ def evidence(run_id: str) -> Evidence:
 
 @st.cache_resource(max_entries=1, show_spinner="Loading the CIFAR-10 training images...")
 def _train_thumbnails(source: str | None, stamp) -> tuple[Thumbnails | None, np.ndarray | None, str | None]:
-    from cifar_mtl.cifar10 import DataError, load_cifar10
+    from cifar_mtl.cifar10 import DataError, load_train_view
 
     try:
-        data = load_cifar10(source, allow_download=False)  # never download on page load
-        return Thumbnails(data.x_train), np.asarray(data.y_train), None
+        # A view of the files' colour planes: thumbnails take one image at a time, so the
+        # whole set is never copied into channels-last order (that copy was half the load).
+        images, labels = load_train_view(source, allow_download=False)  # never download on page load
+        return Thumbnails(images), labels, None
     except (DataError, OSError, ValueError) as exc:
         return None, None, str(exc)
 
 
 def train_images() -> tuple[Thumbnails | None, np.ndarray | None, str | None]:
-    """(thumbnails of the training set, its labels, None) or (None, None, why there are none).
+    """(thumbnails of the training set, its labels (N,), None) or (None, None, why there are none).
 
-    Loaded on first use only (the nearest training images need them; 150 MB), once per
-    process and dataset version."""
+    Loaded on first use only (the nearest training images and the Mislabels train split
+    need them; 150 MB), once per process and dataset version."""
     from cifar_mtl.cifar10 import KERAS_CACHE
 
     source = image_source()
