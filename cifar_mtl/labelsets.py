@@ -194,6 +194,22 @@ def counts(table: pd.DataFrame) -> dict:
             "exclude": int((table["action"] == "exclude").sum())}
 
 
+def class_text(label) -> str:
+    """"3 cat" for a class number; "" for a missing or unknown (-1) class."""
+    return "" if pd.isna(label) or int(label) < 0 else f"{int(label)} {CLASS_NAMES[int(label)]}"
+
+
+def preview_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A label set's rows as a reader wants them: class names beside the numbers, reviewers
+    comma-separated. DataFrame[training image, action, given label, new label, reviewers,
+    decided at (UTC)]."""
+    return pd.DataFrame({
+        "training image": table["index"], "action": table["action"],
+        "given label": table["given_label"].map(class_text), "new label": table["label"].map(class_text),
+        "reviewers": table["reviewers"].str.replace(";", ", "), "decided at (UTC)": table["decided_at"],
+    })
+
+
 # --- applying ----------------------------------------------------------------------------
 
 
@@ -242,6 +258,17 @@ def check_name(name) -> str:
         raise LabelSetError(f"label set name {name!r} must be 1-64 letters, digits, '_' or '-' "
                             "(no '/', '.', '@' or spaces), starting with a letter or digit")
     return name
+
+
+def name_problem(name: str) -> str | None:
+    """What is wrong with `name` as a label set name (empty, or not `NAME_PATTERN`), None if nothing."""
+    if not name:
+        return "Give the set a name, e.g. relabels-round1."
+    try:
+        check_name(name)
+    except LabelSetError as exc:
+        return str(exc)
+    return None
 
 
 def parse_spec(spec) -> tuple[str, int | None]:

@@ -109,6 +109,14 @@ def without_judged(ranked: pd.DataFrame, mislabels: pd.DataFrame, reviewer: str)
     return ranked[~ranked["index"].isin(judged)]
 
 
+def verdicts_on(mislabels: pd.DataFrame, index: int, reviewer: str | None) -> tuple[pd.DataFrame, list[str]]:
+    """Everyone's current verdicts on image `index` (the rows of `mislabels`) and the
+    verdicts `reviewer` holds among them (empty without a reviewer)."""
+    theirs = mislabels[mislabels["index"] == index]
+    mine = theirs.loc[theirs["reviewer"] == reviewer, "verdict"].tolist() if reviewer else []
+    return theirs, mine
+
+
 def resolve_mislabels(mislabels: pd.DataFrame) -> pd.DataFrame:
     """One decision per image from several reviewers' verdicts.
 
@@ -184,15 +192,22 @@ def corrected_accuracy(preds: pd.DataFrame, mislabels: pd.DataFrame) -> dict:
 TRAIN_PREDICTIONS_FILE = "train_predictions.parquet"  # written by cifar_mtl.training.crossval
 DATALAB_ISSUES = ("label", "outlier", "near_duplicate")
 DATALAB_COLUMNS = [c for t in DATALAB_ISSUES for c in (f"is_{t}_issue", f"{t}_score")]
+RANKING_INPUTS = ["index", "label", *PROB_COLUMNS, "fold"]  # the columns of train predictions a ranking reads
 
 
-def load_train_predictions(run_id: str, home_dir=None) -> pd.DataFrame:
+def load_train_predictions(run_id: str, home_dir=None, columns=None) -> pd.DataFrame:
     """A cross-validation run's `train_predictions.parquet`: the predictions table of every
     training image (`index` = training index) plus `fold`.
 
+    Args:
+        columns: read only these and `RANKING_INPUTS` (a ranking reads no others); None: all.
+
     Raises:
-        RunError: the run has no such file (it is not a finished cross-validation run).
+        RunError: the run has no such file (it is not a finished cross-validation run), or
+            it is damaged or lacks `RANKING_INPUTS`.
     """
+    import pyarrow.parquet as pq
+
     from cifar_mtl.runs import RunError, run_dir
 
     path = run_dir(run_id, home_dir) / TRAIN_PREDICTIONS_FILE
@@ -203,10 +218,12 @@ def load_train_predictions(run_id: str, home_dir=None) -> pd.DataFrame:
             "(`python -m cifar_mtl crossval --config cpu_crossval --folds 5`)"
         )
     try:
-        table = pd.read_parquet(path)
+        names = pq.read_schema(path).names
+        missing = [c for c in RANKING_INPUTS if c not in names]
+        wanted = None if columns is None else list(dict.fromkeys([*RANKING_INPUTS, *columns]))
+        table = None if missing else pd.read_parquet(path, columns=wanted)
     except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
         raise RunError(f"run {run_id!r}: {TRAIN_PREDICTIONS_FILE} cannot be read ({exc})") from exc
-    missing = [c for c in ("index", "label", *PROB_COLUMNS, "fold") if c not in table.columns]
     if missing:
         raise RunError(f"run {run_id!r}: {TRAIN_PREDICTIONS_FILE} is missing columns {missing}; "
                        f"run the cross-validation again")
@@ -295,7 +312,7 @@ def train_ranking_of_runs(run_ids, method: str = "normalized_margin", top: int |
     from cifar_mtl.runs import run_dir
 
     run_ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-    tables = [load_train_predictions(r, home_dir) for r in run_ids]
+    tables = [load_train_predictions(r, home_dir, columns=RANKING_INPUTS) for r in run_ids]
     try:
         features = read_embeddings(run_dir(features_run or run_ids[0], home_dir), "train")
     except MissingEvidence:

@@ -66,6 +66,23 @@ def test_given_labels_fill_the_column_and_turn_a_relabel_to_itself_into_a_keep()
     assert table["given_label"].tolist() == [0, 0]
 
 
+def test_preview_table_names_the_classes_for_a_reader():
+    table = ls.build_label_set(VOTES, given_labels=np.array([9] * 20))
+    shown = ls.preview_table(table)
+    assert list(shown.columns) == ["training image", "action", "given label", "new label", "reviewers",
+                                   "decided at (UTC)"]
+    assert shown["new label"].tolist() == ["3 cat", "", ""] and shown["given label"].tolist() == ["9 truck"] * 3
+    assert shown["reviewers"].tolist() == ["ann, bob", "ann", "bob, cy"]
+    assert ls.class_text(-1) == "" and ls.class_text(pd.NA) == "" and ls.class_text(0) == "0 airplane"
+
+
+@pytest.mark.parametrize("name, problem", [("", "Give the set a name"), ("no good/name", "must be 1-64 letters"),
+                                           ("round1", None)])
+def test_name_problem_says_what_is_wrong_with_a_name(name, problem):
+    got = ls.name_problem(name)
+    assert got is None if problem is None else problem in got
+
+
 def test_from_ranking_relabels_the_top_n_to_the_suggestion():
     ranking = pd.DataFrame({"index": [40, 3, 17, 8], "label": [1, 2, 5, 0], "suggested": [7, 2, 6, 9]})
     table = ls.from_ranking(ranking, top_n=3)

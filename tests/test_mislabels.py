@@ -235,3 +235,26 @@ def test_cli_ranks_the_training_split(train_preds, tmp_path):
     done = subprocess.run([sys.executable, "-m", "cifar_mtl", "mislabels", "--split", "train", "--run", "plain"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "crossval --config cpu_crossval" in done.stderr
+
+
+def test_verdicts_on_one_image_and_the_reviewers_own():
+    from cifar_mtl.mislabels import verdicts_on
+
+    verdicts = pd.DataFrame({"index": [7, 7, 9], "reviewer": ["ann", "bob", "ann"],
+                             "verdict": ["rejected", "unsure", "confirmed"]})
+    theirs, mine = verdicts_on(verdicts, 7, "bob")
+    assert theirs["reviewer"].tolist() == ["ann", "bob"] and mine == ["unsure"]
+    assert verdicts_on(verdicts, 7, None)[1] == [] and verdicts_on(verdicts, 8, "ann")[0].empty
+
+
+def test_train_predictions_read_only_the_ranking_inputs_when_asked(train_preds, tmp_path):
+    from cifar_mtl.mislabels import RANKING_INPUTS, TRAIN_PREDICTIONS_FILE, load_train_predictions
+
+    folder = tmp_path / "runs" / "cv"
+    folder.mkdir(parents=True)
+    train_preds.to_parquet(folder / TRAIN_PREDICTIONS_FILE, index=False)
+    assert list(load_train_predictions("cv", tmp_path, columns=RANKING_INPUTS).columns) == RANKING_INPUTS
+    assert list(load_train_predictions("cv", tmp_path, columns=["loss"]).columns) == [*RANKING_INPUTS, "loss"]
+    (folder / TRAIN_PREDICTIONS_FILE).write_bytes(b"PAR1 not really")
+    with pytest.raises(Exception, match="cannot be read"):
+        load_train_predictions("cv", tmp_path, columns=RANKING_INPUTS)

@@ -12,24 +12,10 @@ import streamlit as st
 from cifar_mtl import labelsets, runs
 from cifar_mtl.app import label_loop, loaders, state
 from cifar_mtl.app.messages import escape_markdown, flash, flash_error, show_error, show_flash
-from cifar_mtl.labels import CLASS_NAMES
 
 KEY = "ls_"
 NOTE = "ls_build"
 PREVIEW_ROWS = 500
-
-
-def class_name(value) -> str:
-    return "" if pd.isna(value) or int(value) < 0 else f"{int(value)} {CLASS_NAMES[int(value)]}"
-
-
-def preview_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The label-set rows as a reader wants them: class names instead of numbers."""
-    return pd.DataFrame({
-        "training image": table["index"], "action": table["action"],
-        "given label": table["given_label"].map(class_name), "new label": table["label"].map(class_name),
-        "reviewers": table["reviewers"].str.replace(";", ", "), "decided at (UTC)": table["decided_at"],
-    })
 
 
 def build(name: str, reviewers: list[str] | None, min_agree: int) -> None:
@@ -37,21 +23,9 @@ def build(name: str, reviewers: list[str] | None, min_agree: int) -> None:
     try:
         table, version, path = labelsets.build_from_reviews(
             name, runs.home(), reviewers=reviewers, min_agree=min_agree, built_by=state.reviewer())
-        c = labelsets.counts(table)
-        flash(NOTE, f"Saved label set {name}@v{version}: {c['relabel']} relabel(s), {c['exclude']} exclusion(s), "
-                    f"in `{path}`. Retrain with it: Retrain page, Label set {name}@v{version}.", "success")
+        flash(NOTE, label_loop.saved_text(name, version, table, path), "success")
     except Exception as exc:
         flash_error(NOTE, exc, "The label set was not saved")
-
-
-def name_problem(name: str) -> str | None:
-    if not name:
-        return "Give the set a name, e.g. relabels-round1."
-    try:
-        labelsets.check_name(name)
-    except labelsets.LabelSetError as exc:
-        return str(exc)
-    return None
 
 
 def builder(verdicts: pd.DataFrame) -> None:
@@ -67,7 +41,7 @@ def builder(verdicts: pd.DataFrame) -> None:
     min_agree = int(c[2].number_input("Min agreement", 1, max(1, len(everyone)), 1, key=KEY + "min_agree",
                                       help="How many of them must cast the winning vote on an image "
                                            "(and more than any other choice got)"))
-    problem = name_problem(name)
+    problem = labelsets.name_problem(name)
     if problem and name:
         st.error(f"Label set name: {escape_markdown(problem)}", icon=":material/error:")
     if not chosen:
@@ -79,14 +53,14 @@ def builder(verdicts: pd.DataFrame) -> None:
     except Exception as exc:
         show_error(exc, "Preview")
         return
-    c = labelsets.counts(table)
+    c = label_loop.preview_counts(table, verdicts, chosen)
     m = st.columns(4)
     m[0].metric("Images changed", f"{c['rows']:,}")
     m[1].metric("Relabels", f"{c['relabel']:,}")
     m[2].metric("Exclusions", f"{c['exclude']:,}", help="Images a reviewer marked unsure leave training")
-    m[3].metric("Images judged", f"{verdicts[verdicts['reviewer'].isin(chosen)]['index'].nunique():,}")
+    m[3].metric("Images judged", f"{c['judged']:,}")
     if len(table):
-        st.dataframe(preview_table(table.head(PREVIEW_ROWS)), hide_index=True, width="stretch",
+        st.dataframe(labelsets.preview_table(table.head(PREVIEW_ROWS)), hide_index=True, width="stretch",
                      key=KEY + "preview")
         if len(table) > PREVIEW_ROWS:
             st.caption(f"First {PREVIEW_ROWS} of {len(table):,} rows.")

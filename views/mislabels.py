@@ -13,7 +13,7 @@ from cifar_mtl.app import captions, label_loop, loaders, state, widgets
 from cifar_mtl.app.messages import escape_markdown, flash_error, show_error, show_flash
 from cifar_mtl.app.sidebar import require_run
 from cifar_mtl.labels import CLASS_NAMES
-from cifar_mtl.mislabels import DATALAB_ISSUES, METHODS, corrected_accuracy, without_judged
+from cifar_mtl.mislabels import METHODS, corrected_accuracy, verdicts_on, without_judged
 
 PER_PAGE = 8
 PAGE_KEY = "ml_page"
@@ -50,7 +50,7 @@ def suspect_list(ranked, verdicts, thumbs, run_id: str, split: str) -> None:
             info.markdown(captions.suspect_text(rank, row))
             if flags := label_loop.issues_text(row):
                 info.caption(flags)
-            theirs = verdicts[verdicts["index"] == index]
+            theirs, mine = verdicts_on(verdicts, index, name)
             if len(theirs):
                 info.caption(captions.verdicts_text(theirs))
             if name is None:
@@ -59,7 +59,6 @@ def suspect_list(ranked, verdicts, thumbs, run_id: str, split: str) -> None:
             controls.selectbox("Right label", range(len(CLASS_NAMES)), index=int(row["suggested"]),
                                format_func=captions.class_option, key=label_key, label_visibility="collapsed")
             buttons = controls.container(horizontal=True)
-            mine = theirs[theirs["reviewer"] == name]["verdict"].tolist()
             given = int(row["label"])
             for verdict, (label, icon) in VERDICTS.items():
                 buttons.button(label, key=f"{prefix}{verdict}_{index}", icon=icon, on_click=set_verdict,
@@ -126,11 +125,8 @@ def train_thumbnails(ranked):
         st.info(f"Images are not shown. {escape_markdown(problem.rstrip('.'), keep_code=True)}.",
                 icon=":material/hide_image:")
         return None
-    index = ranked["index"].to_numpy()
-    if index.max(initial=-1) >= len(labels) or (labels[index] != ranked["label"].to_numpy()).any():
-        st.warning(f"The loaded training set ({len(labels)} images) does not match these cross-validation runs; "
-                   "point CIFAR10_DIR at the dataset they were trained on. Images are hidden meanwhile.",
-                   icon=":material/warning:")
+    if mismatch := label_loop.train_images_problem(ranked, labels):
+        st.warning(mismatch, icon=":material/warning:")
         return None
     return thumbs
 
@@ -159,19 +155,19 @@ def train_split() -> None:
     except Exception as exc:
         show_error(exc, "Ranking the training images")
         st.stop()
+    figures = label_loop.train_summary(ranking, verdicts)
+    has_datalab = figures["label_issues"] is not None
     c = st.columns(4)
-    c[0].metric("Training images ranked", f"{len(ranking):,}")
-    c[1].metric("Images judged", f"{verdicts['index'].nunique():,}")
-    c[2].metric("Verdicts recorded", f"{len(verdicts):,}")
-    has_datalab = "is_label_issue" in ranking.columns
-    c[3].metric("Datalab label issues", f"{int(ranking['is_label_issue'].sum()):,}" if has_datalab else "-",
+    c[0].metric("Training images ranked", f"{figures['ranked']:,}")
+    c[1].metric("Images judged", f"{figures['judged']:,}")
+    c[2].metric("Verdicts recorded", f"{figures['verdicts']:,}")
+    c[3].metric("Datalab label issues", f"{figures['label_issues']:,}" if has_datalab else "-",
                 help="cleanlab Datalab on the first run's training embeddings" if has_datalab else
                 "Needs the first run's training embeddings (`python -m cifar_mtl evidence --run RUN_ID`)")
     show_flash("verdict")
     if has_datalab:
-        found = [t for t in DATALAB_ISSUES if f"is_{t}_issue" in ranking.columns]
-        picked = st.pills("Only images Datalab flags as", found, selection_mode="multi", key="ml_train_issues",
-                          format_func=lambda t: t.replace("_", "-"))
+        picked = st.pills("Only images Datalab flags as", figures["datalab_types"], selection_mode="multi",
+                          key="ml_train_issues", format_func=lambda t: t.replace("_", "-"))
         ranking = label_loop.with_issues(ranking, picked or [])
     ranked = finish(ranking.head(top), verdicts, hide_judged)
     suspect_list(ranked, verdicts, train_thumbnails(ranked), run_ids[0], "train")

@@ -88,3 +88,52 @@ def issues_text(row: dict) -> str:
 
     flags = [t.replace("_", "-") for t in DATALAB_ISSUES if row.get(f"is_{t}_issue") in (True,)]  # numpy or Python bool, NaN never
     return f"Datalab: {', '.join(flags)}" if flags else ""
+
+
+# --- what the Mislabels and Label sets pages show (tables in, tables and messages out) ---------
+
+
+def train_images_problem(ranked: pd.DataFrame, labels: np.ndarray) -> str | None:
+    """None when the loaded training set can illustrate `ranked` (every listed training
+    index is in it, with the label the cross-validation runs have), else a warning saying
+    what to do.
+
+    Args:
+        ranked: the listed rows of a training ranking (`index`, `label`).
+        labels: (N,) labels of the loaded training set (`loaders.train_images`).
+    """
+    index = ranked["index"].to_numpy(np.int64)
+    if index.max(initial=-1) < len(labels) and (labels[index] == ranked["label"].to_numpy(np.int64)).all():
+        return None
+    return (f"The loaded training set ({len(labels)} images) does not match these cross-validation runs; "
+            "point CIFAR10_DIR at the dataset they were trained on. Images are hidden meanwhile.")
+
+
+def train_summary(ranking: pd.DataFrame, verdicts: pd.DataFrame) -> dict:
+    """The train split's figures: {"ranked", "judged" (images with a verdict), "verdicts",
+    "label_issues" (Datalab's count; None without Datalab columns), "datalab_types" (the
+    issue types the ranking has columns for, in `DATALAB_ISSUES` order)}."""
+    from cifar_mtl.mislabels import DATALAB_ISSUES
+
+    has_datalab = "is_label_issue" in ranking.columns
+    return {"ranked": len(ranking), "judged": int(verdicts["index"].nunique()), "verdicts": len(verdicts),
+            "label_issues": int(ranking["is_label_issue"].sum()) if has_datalab else None,
+            "datalab_types": [t for t in DATALAB_ISSUES if f"is_{t}_issue" in ranking.columns] if has_datalab else []}
+
+
+def preview_counts(table: pd.DataFrame, verdicts: pd.DataFrame, reviewers) -> dict:
+    """The Label sets preview's figures: `labelsets.counts` of the set plus "judged", the
+    images that `reviewers` gave a verdict on."""
+    from cifar_mtl.labelsets import counts
+
+    judged = verdicts.loc[verdicts["reviewer"].isin(list(reviewers)), "index"].nunique()
+    return {**counts(table), "judged": int(judged)}
+
+
+def saved_text(name: str, version: int, table: pd.DataFrame, path) -> str:
+    """The note after Build: what was saved where, and how to retrain with it."""
+    from cifar_mtl.labelsets import counts
+
+    c = counts(table)
+    return (f"Saved label set {name}@v{version}: {c['relabel']} relabel(s), {c['exclude']} exclusion(s), "
+            f"in `{path}`. Retrain with it: Retrain page, Label set {name}@v{version}.")
