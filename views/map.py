@@ -91,6 +91,7 @@ shown_indices = set(points["index"].tolist())
 selected = [i for i in st.session_state.get(SELECTED_KEY, []) if i in shown_indices]
 chart, panel = st.columns([3, 2], gap="medium")
 with chart:
+    st.space(28)  # room for the chart's toolbar, which otherwise covers the controls above on hover
     drawn = points[["index", "x", "y"]]
     st.vega_lite_chart(
         figures.map_spec(points, groups, selected=selected, mode=mouse, image_url=hover.url,
