@@ -85,13 +85,14 @@ def test_writers_at_once_leave_one_whole_set(images, tmp_path):
     assert len(list(mt.set_folder(images, tmp_path).iterdir())) == len(images)
 
 
-def test_old_sets_are_removed_beyond_the_newest(tmp_path):
+def test_the_oldest_sets_are_removed_beyond_the_size_kept(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
-    sets = [rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8) for _ in range(mt.KEEP_SETS + 2)]
+    sets = [rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8) for _ in range(5)]
+    one_set = sum(len(p) for p in mt.png_files(sets[0]))
+    monkeypatch.setattr(mt, "KEEP_BYTES", int(3.5 * one_set))  # room for three sets
     for k, s in enumerate(sets):
         mt.prepare(s, tmp_path, "/s")
-        folder = mt.set_folder(s, tmp_path)
         stamp = 1_000_000 + k
-        os.utime(folder, (stamp, stamp))  # written in this order
+        os.utime(mt.set_folder(s, tmp_path), (stamp, stamp))  # written in this order
     kept = {p.name for p in (tmp_path / mt.FOLDER).iterdir()}
-    assert kept == {mt.digest(s) for s in sets[-mt.KEEP_SETS:]}
+    assert kept == {mt.digest(s) for s in sets[-3:]}

@@ -31,7 +31,9 @@ from cifar_mtl.images import check_images
 
 FOLDER = "map-thumbnails"
 SCALE = 2  # 32 px -> 64 px: big enough to recognise in a tooltip
-KEEP_SETS = 8  # test sets kept (about 35 MB each for CIFAR-10): Streamlit stops serving a static folder over 1 GB
+# Sets kept, newest first, up to this size in all (CIFAR-10's test set takes 35 MB): Streamlit
+# stops serving a static folder over 1 GB.
+KEEP_BYTES = 400 * 2**20
 RETRY_SECONDS = 60  # after a failed writing, before the next try
 _CHUNK = 500  # images turned into PNG rows at once (about 6 MB of rows)
 
@@ -134,8 +136,8 @@ def prepare(images: np.ndarray, static_dir: str | Path, url_root: str, progress=
         progress: called with the number of files written so far, every few hundred.
 
     Writes 10,000 files (about 35 MB for CIFAR-10) into a temporary folder and renames it
-    into place; with two writers at once the second one's copy is dropped. Sets beyond the
-    `KEEP_SETS` most recent are removed. A folder that cannot be written (read-only,
+    into place; with two writers at once the second one's copy is dropped. The oldest sets
+    are removed once all take over `KEEP_BYTES`. A folder that cannot be written (read-only,
     full) gives `HoverImages(None, problem)`, and the Map goes on without pictures.
     """
     folder = set_folder(images, static_dir)
@@ -229,14 +231,25 @@ def hover_images(images: np.ndarray, static_dir: str | Path, url_root: str, *,
 
 
 def _prune(parent: Path, keep: str) -> None:
-    """Remove the oldest sets beyond `KEEP_SETS` (never `keep`), and partial folders over a day old."""
+    """Remove the oldest sets once all of them take over `KEEP_BYTES` (never `keep`), and
+    partial folders over a day old (a writer that died)."""
     try:
         entries = list(os.scandir(parent))
         now = time.time()
         sets = sorted((e for e in entries if e.is_dir() and not e.name.startswith(".") and e.name != keep),
                       key=lambda e: e.stat().st_mtime, reverse=True)
         stale = [e for e in entries if e.name.endswith(".partial") and now - e.stat().st_mtime > 86_400]
+        total = _size(parent / keep)
+        old = []
+        for entry in sets:
+            total += _size(Path(entry.path))
+            if total > KEEP_BYTES:
+                old.append(entry)
     except OSError:
         return
-    for entry in sets[KEEP_SETS - 1 :] + stale:
+    for entry in old + stale:
         shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _size(folder: Path) -> int:
+    return sum(e.stat().st_size for e in os.scandir(folder) if e.is_file())
