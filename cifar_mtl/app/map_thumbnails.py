@@ -17,17 +17,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import struct
 import threading
 import time
 import weakref
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cifar_mtl.images import check_images
+from cifar_mtl.images import check_images, encode_png, enlarge
 
 FOLDER = "map-thumbnails"
 SCALE = 2  # 32 px -> 64 px: big enough to recognise in a tooltip
@@ -35,7 +33,6 @@ SCALE = 2  # 32 px -> 64 px: big enough to recognise in a tooltip
 # stops serving a static folder over 1 GB.
 KEEP_BYTES = 400 * 2**20
 RETRY_SECONDS = 60  # after a failed writing, before the next try
-_CHUNK = 500  # images turned into PNG rows at once (about 6 MB of rows)
 
 _lock = threading.Lock()
 _digests: dict[int, tuple[weakref.ref, str]] = {}
@@ -89,30 +86,11 @@ def digest(images: np.ndarray) -> str:
     return value
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
 def png_files(images: np.ndarray, scale: int = SCALE):
     """PNG bytes of each image of `images` (N, H, W, 3) uint8, enlarged `scale` times by repeating
-    pixels, in order (a generator).
-
-    A PNG encoder of its own rather than Pillow's (about 3x faster here): an enlarged image's
-    repeated rows are stored with PNG's "Up" filter as rows of zeros, so only the first copy
-    of each row costs anything to compress.
-    """
-    images = check_images(images)
-    n, h, w, _ = images.shape
-    width, height = w * scale, h * scale
-    head = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    end = _chunk(b"IEND", b"")
-    for start in range(0, n, _CHUNK):
-        block = images[start : start + _CHUNK]
-        rows = np.zeros((len(block), height, 1 + width * 3), np.uint8)
-        rows[:, 0::scale, 1:] = np.repeat(block, scale, axis=2).reshape(len(block), h, width * 3)
-        rows[:, [r for r in range(height) if r % scale], 0] = 2  # filter "Up": the row above again
-        for row in rows:
-            yield head + _chunk(b"IDAT", zlib.compress(row.tobytes(), 1)) + end
+    pixels, in order (a generator; Pillow encodes, as for every other picture of the app)."""
+    for image in check_images(images):
+        yield encode_png(enlarge(image, scale))
 
 
 def set_folder(images: np.ndarray, static_dir: str | Path) -> Path:
