@@ -6,11 +6,14 @@ One module per concern:
 - `state`: session-state keys, the page address (run and reviewer), the shared error filter;
 - `loaders`: cached reads (runs, predictions, the mislabel ranking, the review store, test images);
 - `messages`: errors as advice instead of tracebacks, markdown escaping, flash messages;
-- `figures`: plotly figure builders, pure (tables in, figures out);
+- `figures`: figure builders, pure (tables in, figures out): Plotly, and the Map's Vega-Lite spec;
 - `captions`: the text under images and about filters, pure;
 - `widgets`: tag controls, step buttons, thumbnail grid, paged lists, filter controls;
 - `sidebar`: the sidebar and which run is under review;
-- `retrain_form`: the Retrain form's fields, values and problems, driven by `config.SETTINGS`.
+- `retrain_form`: the Retrain form's fields, values and problems, driven by `config.SETTINGS`;
+- `evidence_panel`: an error's evidence (saliency, badges, nearest training images);
+- `label_loop`: the Mislabels train split's and Label sets' tables;
+- `map_thumbnails`: the Map's hover pictures, written as static files.
 
 Views only lay out a screen from these and the library's analyses.
 """
