@@ -113,10 +113,12 @@ class _ForbiddenGlobal(pickle.UnpicklingError):
     """A pickle asked for a global outside `_ALLOWED_GLOBALS`."""
 
 
-def _unpickle(raw: bytes, name: str):
-    """The object in a batch file, loaded without running anything it names."""
+def _unpickle(raw, name: str):
+    """The object in a batch file (its bytes, or the file open for binary reading at its
+    start), loaded without running anything it names."""
+    stream = io.BytesIO(raw) if isinstance(raw, bytes) else raw
     try:
-        return _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        return _BatchUnpickler(stream, encoding="bytes").load()
     except _ForbiddenGlobal as exc:
         raise DataError(
             f"{name}: refused: it asks to load {exc}, which an official CIFAR-10 batch never does "
@@ -124,9 +126,9 @@ def _unpickle(raw: bytes, name: str):
         ) from None
 
 
-def _decode_planes(raw: bytes, name: str, expected: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Unpickle one official batch; return its rows (N, 3072) uint8 as stored (the R, G and
-    B planes of each 32x32 image) and labels (N,) int64.
+def _decode_planes(raw, name: str, expected: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unpickle one official batch (bytes, or a binary file: see `_unpickle`); return its rows
+    (N, 3072) uint8 as stored (the R, G and B planes of each 32x32 image) and labels (N,) int64.
 
     `expected` is the number of images the file must hold (None: any).
     """
@@ -178,6 +180,10 @@ def _decode_batch(raw: bytes, name: str, expected: int | None = None) -> tuple[n
     return np.ascontiguousarray(_planes_to_images(data)), labels
 
 
+def _missing(path: Path) -> DataError:
+    return DataError(f"{path}: missing; an official {BATCH_DIR} folder holds {', '.join(TRAIN_FILES)} and {TEST_FILE}")
+
+
 def _read_folder(folder: Path, names, optional=()) -> dict[str, tuple[str, bytes]]:
     """{name: (path shown in messages, bytes)} for each of `names`, and of `optional` where present."""
     out = {}
@@ -186,7 +192,7 @@ def _read_folder(folder: Path, names, optional=()) -> dict[str, tuple[str, bytes
         if not path.is_file():
             if name in optional:
                 continue
-            raise DataError(f"{path}: missing; an official {BATCH_DIR} folder holds {', '.join(TRAIN_FILES)} and {TEST_FILE}")
+            raise _missing(path)
         out[name] = (str(path), path.read_bytes())
     return out
 
@@ -293,18 +299,20 @@ def load_test_set(source: str | None = None, allow_download: bool = False) -> tu
 
 def _planes_one_by_one(source: str, names):
     """Yield `_decode_planes` (rows, labels) of each file in `names`. From a folder, each
-    file is read only after the previous one's bytes were let go, so the same memory is
-    used again; a tarball is read in one pass (gzip cannot seek)."""
+    file is unpickled straight from disk, one after the other, without a copy of the whole
+    file in memory first (fresh memory pages are most of a cold load's time); a tarball is
+    read in one pass (gzip cannot seek)."""
     kind, path = _locate(source)
     if kind == "tar":
         yield from _load_files(source, names, decode=_decode_planes)
         return
     sizes = _expected_sizes(_read_folder(path, (), optional=(SIZES_FILE,)).get(SIZES_FILE))
     for name in names:
-        where, raw = _read_folder(path, (name,))[name]
-        decoded = _decode_planes(raw, where, sizes[name])
-        del raw  # before the next file is read
-        yield decoded
+        file = path / name
+        if not file.is_file():
+            raise _missing(file)
+        with open(file, "rb") as f:
+            yield _decode_planes(f, str(file), sizes[name])
 
 
 def load_train_view(source: str | None = None, allow_download: bool = False) -> tuple[np.ndarray, np.ndarray]:

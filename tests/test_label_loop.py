@@ -1,5 +1,8 @@
 """The label loop's page logic (cifar_mtl.app.label_loop) and the training images it shows."""
 
+import os
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,3 +74,36 @@ def test_train_view_holds_the_training_images_and_labels_of_load_cifar10(tmp_pat
 def test_train_view_never_downloads(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_train_view(str(tmp_path / "nowhere"))
+
+
+class _RunsCommand:
+    """Unpickling this runs a shell command: what a crafted batch file could do."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_train_view_reads_each_file_with_the_same_checks_as_load_cifar10(tmp_path):
+    """The view unpickles straight from each file: the restricted unpickler and the size
+    checks still apply, and a missing, short or crafted file is named."""
+    folder = write_fake_cifar(tmp_path, n_train_per_batch=20, n_test=30)
+    whole = (folder / "data_batch_3").read_bytes()
+    (folder / "data_batch_3").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match="data_batch_3: cannot be read as a CIFAR-10 batch.*truncated"):
+        load_train_view(str(folder))
+    other = write_fake_cifar(tmp_path / "other", n_train_per_batch=5, n_test=5)
+    (folder / "data_batch_3").write_bytes((other / "data_batch_1").read_bytes())
+    with pytest.raises(DataError, match="data_batch_3: holds 5 images; the folder's .* says 20"):
+        load_train_view(str(folder))
+    marker = tmp_path / "pwned"
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": _RunsCommand(f"touch {marker}"), b"labels": [0] * 20}, f, protocol=2)
+    with pytest.raises(DataError, match=r"data_batch_3: refused: it asks to load posix\.system"):
+        load_train_view(str(folder))
+    assert not marker.exists()
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError, match="data_batch_3: missing"):
+        load_train_view(str(folder))
