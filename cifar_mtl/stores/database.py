@@ -213,6 +213,24 @@ class Component:
         return self.postgres_migrations if engine.name == "postgresql" else self.migrations
 
 
+def statements_migration(statements, then: Callable | None = None) -> Callable:
+    """A migration, function(conn), that executes `statements` in order, then `then(conn)` if given.
+
+    One statement at a time, on either engine: SQLite's executescript() would commit the
+    migration's transaction. `then` is for what SQL text alone cannot say (rows
+    stamped with `now()`, state rebuilt from existing rows).
+    """
+    statements = tuple(statements)
+
+    def migrate(conn) -> None:
+        for statement in statements:
+            conn.execute(statement)
+        if then is not None:
+            then(conn)
+
+    return migrate
+
+
 # --- the engine boundary ----------------------------------------------------------------------
 
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 
 from cifar_mtl.errors import UserError
-from cifar_mtl.stores.database import Component, Database, SchemaError, default_path, now, rows_as_dicts
+from cifar_mtl.stores.database import (
+    Component, Database, SchemaError, default_path, now, rows_as_dicts, statements_migration,
+)
 
 JOBS_SCHEMA_VERSION = 2
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -64,11 +66,9 @@ _SCHEMA_1 = (
 )
 
 
-def _migration_1(conn) -> None:
-    # IF NOT EXISTS: a file from before schema_version knew jobs may hold the table
-    # without a record of its version; the schema check after the migration vets it.
-    for statement in _SCHEMA_1:
-        conn.execute(statement)
+# IF NOT EXISTS: a file from before schema_version knew jobs may hold the table
+# without a record of its version; the schema check after the migration vets it.
+_migration_1 = statements_migration(_SCHEMA_1)
 
 
 # Version 2: who runs a job (a worker on any machine, or the local supervisor) and
@@ -79,9 +79,7 @@ _SCHEMA_2 = (
 )
 
 
-def _migration_2(conn) -> None:
-    for statement in _SCHEMA_2:
-        conn.execute(statement)
+_migration_2 = statements_migration(_SCHEMA_2)  # the same SQL on both engines
 
 
 # PostgreSQL: the same versions and columns, BIGINT ids (BY DEFAULT, so `stores.copy`
@@ -107,9 +105,7 @@ _PG_SCHEMA_1 = (
 )
 
 
-def _pg_migration_1(conn) -> None:
-    for statement in _PG_SCHEMA_1:
-        conn.execute(statement)
+_pg_migration_1 = statements_migration(_PG_SCHEMA_1)
 
 
 def _adopt_jobs_meta(conn, engine) -> int:

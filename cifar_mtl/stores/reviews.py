@@ -59,7 +59,7 @@ import pandas as pd
 
 from cifar_mtl.errors import UserError
 from cifar_mtl.labels import CLASS_NAMES, NUM_CLASSES
-from cifar_mtl.stores.database import Component, Database, SchemaError, default_path, now
+from cifar_mtl.stores.database import Component, Database, SchemaError, default_path, now, statements_migration
 
 SCHEMA_VERSION = 4
 COMPONENT_NAME = "reviews"
@@ -135,15 +135,16 @@ _SCHEMA_1 = (
 )
 
 
-def _migration_1(conn) -> None:
-    # One statement at a time: executescript() would commit the migration's transaction.
-    for statement in _SCHEMA_1:
-        conn.execute(statement)
+def _seed_categories(conn) -> None:
+    """The built-in categories (the same SQL on both engines)."""
     at = now()
     conn.executemany(
         "INSERT INTO categories (name, description, builtin, created_at) VALUES (?, ?, 1, ?)",
         [(name, desc, at) for name, desc in CATEGORIES],
     )
+
+
+_migration_1 = statements_migration(_SCHEMA_1, _seed_categories)
 
 
 # `at` as integer microseconds since the epoch, exact for the one format `now()` writes
@@ -204,10 +205,7 @@ def _build_state(conn, at_us: str = _AT_US) -> None:
     )
 
 
-def _migration_2(conn) -> None:
-    for statement in _SCHEMA_2:
-        conn.execute(statement)
-    _build_state(conn)
+_migration_2 = statements_migration(_SCHEMA_2, _build_state)
 
 
 # Version 3: bulk actions. A bulk write (`tag_many`, `untag_many`, the undo of a bulk
@@ -232,11 +230,9 @@ _SCHEMA_3 = (
 )
 
 
-def _migration_3(conn) -> None:
-    # Every event recorded so far was a single edit (or a bulk tag from before version 3,
-    # which stays undoable one image at a time): batch stays NULL for them all.
-    for statement in _SCHEMA_3:
-        conn.execute(statement)
+# Every event recorded so far was a single edit (or a bulk tag from before version 3,
+# which stays undoable one image at a time): batch stays NULL for them all.
+_migration_3 = statements_migration(_SCHEMA_3)
 
 
 # Version 4: verdicts on training images (mislabel events with key 'train', indices
@@ -254,9 +250,7 @@ _SCHEMA_4 = (
 )
 
 
-def _migration_4(conn) -> None:
-    for statement in _SCHEMA_4:
-        conn.execute(statement)
+_migration_4 = statements_migration(_SCHEMA_4)
 
 
 # version -> function bringing the schema from version - 1 to version.
@@ -376,28 +370,11 @@ _PG_SCHEMA_4 = (
 )
 
 
-def _pg_migration(statements, then=None):
-    def migrate(conn) -> None:
-        for statement in statements:
-            conn.execute(statement)
-        if then is not None:
-            then(conn)
-    return migrate
-
-
-def _pg_seed(conn) -> None:
-    at = now()
-    conn.executemany(
-        "INSERT INTO categories (name, description, builtin, created_at) VALUES (?, ?, 1, ?)",
-        [(name, desc, at) for name, desc in CATEGORIES],
-    )
-
-
 POSTGRES_MIGRATIONS = {
-    1: _pg_migration(_PG_SCHEMA_1, _pg_seed),
-    2: _pg_migration(_PG_SCHEMA_2, lambda conn: _build_state(conn, _PG_AT_US)),
-    3: _pg_migration(_PG_SCHEMA_3),
-    4: _pg_migration(_PG_SCHEMA_4),
+    1: statements_migration(_PG_SCHEMA_1, _seed_categories),
+    2: statements_migration(_PG_SCHEMA_2, lambda conn: _build_state(conn, _PG_AT_US)),
+    3: statements_migration(_PG_SCHEMA_3),
+    4: statements_migration(_PG_SCHEMA_4),
 }
 
 # What each version must hold: table -> columns, and the triggers that keep the rules.
