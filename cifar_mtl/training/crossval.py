@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import time
-import traceback
 from pathlib import Path
 
 import keras
@@ -45,9 +44,8 @@ from cifar_mtl.training.tracking import (
     CHECKPOINT_FILE,
     CancelFlag,
     RunCallback,
-    RunLog,
-    TrainingCancelled,
     TrainingDiverged,
+    run_lifecycle,
 )
 
 TRAIN_PREDICTIONS_FILE = "train_predictions.parquet"
@@ -343,26 +341,10 @@ def crossval(
         config = make_config(config)
     config = resolve_labels(config, home_dir)  # config.json records the label set's version
     folder, resumed = prepare_folder(run_id, config, k, home_dir, resume)
-    runs.write_status(folder, "running", pid=os.getpid())
-    log = RunLog(folder / runs.LOG_FILE)
-    cancel = CancelFlag()
-    cancel.install()
-    try:
+    resume_hint = (f"cancelled; `python -m cifar_mtl crossval --resume {run_id}` goes on "
+                   "from the first unfinished fold")
+    with run_lifecycle(folder, expected=(TrainingDiverged, UserError), cancelled=resume_hint) as (log, cancel):
         metrics = _crossval(config, folder, k, resumed, cancel, log, progress_bar, home_dir)
-    except TrainingCancelled as exc:
-        runs.write_status(folder, "cancelled", error=str(exc))
-        log(f"cancelled; `python -m cifar_mtl crossval --resume {run_id}` goes on from the first unfinished fold")
-        raise
-    except BaseException as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        runs.write_status(folder, "failed", error=message)
-        expected = isinstance(exc, (TrainingDiverged, UserError))
-        log(f"failed: {message}" + ("" if expected else f"\n{traceback.format_exc()}"))
-        raise
-    finally:
-        cancel.uninstall()
-        log.close()
-    runs.write_status(folder, "succeeded")
     return metrics
 
 

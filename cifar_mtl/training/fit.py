@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import shutil
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 import keras
@@ -44,9 +42,10 @@ from cifar_mtl.training.tracking import (
     CHECKPOINT_FILE,
     CancelFlag,
     RunCallback,
-    RunLog,
     TrainingCancelled,
     TrainingDiverged,
+    log_and_cancel,
+    run_lifecycle,
 )
 
 
@@ -143,28 +142,10 @@ def train(config: TrainConfig | dict, run_id: str, progress_bar: bool = False, h
     if not distribute.is_chief(strategy):
         return _train_as_worker(config, run_id, progress_bar, home_dir)
     folder = _prepare_folder(run_id, config, home_dir)
-    runs.write_status(folder, "running", pid=os.getpid())
-    log = RunLog(folder / runs.LOG_FILE)
-    cancel = CancelFlag()
-    cancel.install()
-    try:
+    # A diverged run or a bad dataset is explained by its message; a traceback is for bugs.
+    with run_lifecycle(folder, expected=(TrainingDiverged, DataError)) as (log, cancel):
         with distribute.peer_failures(strategy, cancel):
             metrics = _train(config, folder, progress_bar, cancel, log, home_dir=home_dir)
-    except TrainingCancelled as exc:
-        runs.write_status(folder, "cancelled", error=str(exc))
-        log("cancelled")
-        raise
-    except BaseException as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        runs.write_status(folder, "failed", error=message)
-        # A diverged run or a bad dataset is explained by its message; a traceback is for bugs.
-        expected = isinstance(exc, (TrainingDiverged, DataError))
-        log(f"failed: {message}" + ("" if expected else f"\n{traceback.format_exc()}"))
-        raise
-    finally:
-        cancel.uninstall()
-        log.close()
-    runs.write_status(folder, "succeeded")
     return metrics
 
 
@@ -175,16 +156,12 @@ def _train_as_worker(config: TrainConfig, run_id: str, progress_bar: bool, home_
     the test metrics of its copy of the model (the same as the chief's) without writing them.
     """
     folder = Path(tempfile.mkdtemp(prefix=f"cifar-mtl-{run_id}-worker-"))
-    log = RunLog(folder / runs.LOG_FILE)
-    cancel = CancelFlag()
-    cancel.install()
     try:
-        log(f"run {run_id}: a worker of a multi-worker run; the chief writes the run folder")
-        with distribute.peer_failures(_strategy(), cancel):
-            return _train(config, folder, progress_bar, cancel, log, chief=False, home_dir=home_dir)
+        with log_and_cancel(folder) as (log, cancel):
+            log(f"run {run_id}: a worker of a multi-worker run; the chief writes the run folder")
+            with distribute.peer_failures(_strategy(), cancel):
+                return _train(config, folder, progress_bar, cancel, log, chief=False, home_dir=home_dir)
     finally:
-        cancel.uninstall()
-        log.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 

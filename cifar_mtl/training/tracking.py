@@ -1,12 +1,15 @@
-"""Run tracking while a model trains: progress.json, history.csv, train.log, the cancel flag.
+"""Run tracking while a model trains: status.json, progress.json, history.csv, train.log, the cancel flag.
 
 `RunCallback` writes progress.json every `progress_interval` seconds and history.csv
 and the best checkpoint each epoch; `CancelFlag` turns SIGTERM into a stop after the
 current step (TrainingCancelled); `RunLog` prints and appends to the run's log.
+`run_lifecycle` is a run's life in status.json (running, then succeeded, cancelled or
+failed) around whatever trains it; `log_and_cancel` its log and cancel flag alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -15,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import keras
@@ -83,6 +87,48 @@ class RunLog:
     def close(self):
         if self.file:
             self.file.close()
+
+
+@contextlib.contextmanager
+def log_and_cancel(folder: Path):
+    """(RunLog appending to `folder`/train.log, an installed CancelFlag) for the `with` block;
+    the flag is uninstalled and the log closed at exit, however it exits."""
+    log = RunLog(folder / runs.LOG_FILE)
+    cancel = CancelFlag()
+    cancel.install()
+    try:
+        yield log, cancel
+    finally:
+        cancel.uninstall()
+        log.close()
+
+
+@contextlib.contextmanager
+def run_lifecycle(folder: Path, expected: tuple = (), cancelled: str = "cancelled"):
+    """A run's status.json around the `with` block, which trains it; yields (log, cancel).
+
+    "running" (with this process's pid) on entry; "succeeded" when the block ends
+    normally; "cancelled" on TrainingCancelled (logging `cancelled`); "failed" with
+    "Type: message" on any other exception, logged with its traceback unless it is an
+    instance of `expected` (errors whose message says it all; a traceback is for bugs).
+    The flag is uninstalled and the log closed before the final status; exceptions
+    are re-raised.
+    """
+    runs.write_status(folder, "running", pid=os.getpid())
+    with log_and_cancel(folder) as (log, cancel):
+        try:
+            yield log, cancel
+        except TrainingCancelled as exc:
+            runs.write_status(folder, "cancelled", error=str(exc))
+            log(cancelled)
+            raise
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            runs.write_status(folder, "failed", error=message)
+            known = isinstance(exc, expected)
+            log(f"failed: {message}" + ("" if known else f"\n{traceback.format_exc()}"))
+            raise
+    runs.write_status(folder, "succeeded")
 
 
 def _float_logs(logs) -> dict:
