@@ -301,20 +301,129 @@ def rank_train_mislabels(
     return ranked.head(int(top)).reset_index(drop=True) if top is not None else ranked
 
 
+# --- Datalab's flags, computed once per cross-validation run and saved beside it ---------
+
+DATALAB_FILE = "datalab.parquet"  # `index` + DATALAB_COLUMNS, in a cross-validation run folder
+
+
+def _datalab_inputs(folder) -> list:
+    """The files a run's Datalab flags are computed from: its train predictions and embeddings."""
+    from cifar_mtl.evidence.files import EMBEDDINGS_FILE
+
+    return [folder / TRAIN_PREDICTIONS_FILE, folder / EMBEDDINGS_FILE]
+
+
+def _mtimes(paths) -> list[int | None]:
+    """Modification time (ns) of each path, None where it is absent."""
+    return [p.stat().st_mtime_ns if p.is_file() else None for p in paths]
+
+
+def _train_embeddings(run_id: str, folder) -> np.ndarray:
+    """The run's (N, D) training embeddings, or a RunError saying how to get them."""
+    from cifar_mtl.evidence.files import MissingEvidence, read_embeddings
+    from cifar_mtl.runs import MODEL_FILE, RunError
+
+    try:
+        return read_embeddings(folder, "train")
+    except MissingEvidence as exc:
+        if (folder / MODEL_FILE).is_file():
+            how = f"set CIFAR10_DIR and run `python -m cifar_mtl evidence --run {run_id}`"
+        else:  # `evidence` embeds images with model.keras; cross-validation keeps only fold checkpoints
+            how = (f"`python -m cifar_mtl evidence` needs a {MODEL_FILE}, which this run lacks, so write the "
+                   "training embeddings (50,000 x D, training order) with "
+                   f"`cifar_mtl.evidence.files.write_embeddings({folder}, test, train)`")
+        raise RunError(f"run {run_id!r} has no training embeddings, which Datalab's outlier and near-duplicate "
+                       f"checks need ({exc}); {how}") from exc
+
+
+def write_datalab(run_id: str, home_dir=None, log=print):
+    """Compute cleanlab's Datalab flags of a cross-validation run and save them atomically
+    as `DATALAB_FILE` in its folder (minutes on 50,000 images: done once, not per render).
+
+    Reads the run's own `train_predictions.parquet` (out-of-sample probabilities) and its
+    `embeddings.npz` `train` array (rows by training index).
+
+    Returns:
+        (path, table): the file and its DataFrame[index, *DATALAB_COLUMNS], in index order.
+
+    Raises:
+        RunError: no train predictions, no training embeddings (the message says how to
+            make them), embeddings that do not cover the run's images, or inputs rewritten
+            while the flags were computed.
+    """
+    import time
+
+    from cifar_mtl.runs import RunError, atomic_write_parquet, run_dir
+
+    folder = run_dir(run_id, home_dir)
+    before = _mtimes(_datalab_inputs(folder))
+    preds = load_train_predictions(run_id, home_dir, columns=RANKING_INPUTS)
+    features = _train_embeddings(run_id, folder)
+    index, labels, probs = average_probabilities(preds)
+    if index.max(initial=-1) >= len(features):
+        raise RunError(f"run {run_id!r}: training index {index.max()} is beyond the {len(features)} rows of its "
+                       "training embeddings; write the embeddings of the full training set")
+    log(f"Datalab on {len(index):,} training images of run {run_id} ({features.shape[1]} dimensions)...")
+    start = time.perf_counter()
+    table = datalab_issues(labels, probs, features[index])
+    table.insert(0, "index", index)
+    if _mtimes(_datalab_inputs(folder)) != before:  # the flags would describe files that are gone
+        raise RunError(f"run {run_id!r}: its train predictions or embeddings changed while Datalab ran; "
+                       "run the command again")
+    path = folder / DATALAB_FILE
+    atomic_write_parquet(path, table)
+    counts = ", ".join(f"{int(table[f'is_{t}_issue'].sum()):,} {t.replace('_', '-')}" for t in DATALAB_ISSUES)
+    log(f"Datalab flags ({counts} issues) in {time.perf_counter() - start:.1f} s, saved to {path}")
+    return path, table
+
+
+def read_datalab(run_id: str, home_dir=None) -> pd.DataFrame | None:
+    """A run's saved Datalab flags: DataFrame[index, *DATALAB_COLUMNS], or None when the file
+    is absent or older than its train predictions or embeddings (a stale file is never used).
+
+    Raises:
+        RunError: the file is damaged or lacks columns (the message says how to rewrite it).
+    """
+    from cifar_mtl.runs import RunError, run_dir
+
+    folder = run_dir(run_id, home_dir)
+    path = folder / DATALAB_FILE
+    inputs = _mtimes(_datalab_inputs(folder))
+    if not path.is_file() or None in inputs or path.stat().st_mtime_ns < max(inputs):
+        return None
+    redo = f"rewrite it with `python -m cifar_mtl mislabels --split train --run {run_id} --datalab`"
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        raise RunError(f"run {run_id!r}: {DATALAB_FILE} cannot be read ({exc}); {redo}") from exc
+    missing = [c for c in ["index", *DATALAB_COLUMNS] if c not in table.columns]
+    if missing:
+        raise RunError(f"run {run_id!r}: {DATALAB_FILE} is missing columns {missing}; {redo}")
+    return table[["index", *DATALAB_COLUMNS]]
+
+
+def with_datalab(ranked: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
+    """`ranked` with the saved flags' columns; images the flags do not cover are unflagged
+    (is_* False, scores NaN)."""
+    ranked = ranked.merge(flags, on="index", how="left", sort=False)
+    for col in DATALAB_COLUMNS:
+        if col.startswith("is_"):
+            ranked[col] = ranked[col].fillna(False).astype(bool)
+    return ranked
+
+
 def train_ranking_of_runs(run_ids, method: str = "normalized_margin", top: int | None = None,
                           home_dir=None, features_run: str | None = None) -> pd.DataFrame:
     """`rank_train_mislabels` of one or several cross-validation runs' train predictions.
 
-    Datalab's columns are added where `features_run` (default: the first run) has an
-    `embeddings.npz` with a `train` array; without one the ranking alone is returned.
+    Datalab's columns are added from the saved flags (`write_datalab`) of `features_run`
+    (default: the first run) when they are fresh (`read_datalab`); otherwise the ranking
+    alone is returned. Datalab itself never runs here: it takes minutes on 50,000 images.
     """
-    from cifar_mtl.evidence.files import MissingEvidence, read_embeddings
-    from cifar_mtl.runs import run_dir
-
     run_ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
     tables = [load_train_predictions(r, home_dir, columns=RANKING_INPUTS) for r in run_ids]
-    try:
-        features = read_embeddings(run_dir(features_run or run_ids[0], home_dir), "train")
-    except MissingEvidence:
-        features = None
-    return rank_train_mislabels(tables, method=method, top=top, features=features)
+    ranked = rank_train_mislabels(tables, method=method)
+    flags = read_datalab(features_run or run_ids[0], home_dir)
+    if flags is not None:
+        ranked = with_datalab(ranked, flags)
+    return ranked.head(int(top)).reset_index(drop=True) if top is not None else ranked

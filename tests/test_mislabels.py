@@ -190,6 +190,121 @@ def test_train_ranking_with_datalab_flags_planted_issues(train_preds):
         rank_train_mislabels(train_preds, features=features[:100])
 
 
+def _crossval_home(tmp_path, train_preds, embeddings: bool = True):
+    """A home with run "cv": `train_preds` as its train predictions and, if asked, training
+    embeddings (rows by training index: classes in clusters, a near-duplicate pair)."""
+    from cifar_mtl.evidence.files import write_embeddings
+    from cifar_mtl.mislabels import TRAIN_PREDICTIONS_FILE
+
+    folder = tmp_path / "runs" / "cv"
+    folder.mkdir(parents=True)
+    train_preds.to_parquet(folder / TRAIN_PREDICTIONS_FILE, index=False)
+    if embeddings:
+        rng = np.random.default_rng(0)
+        centres = rng.normal(size=(10, 16)) * 4
+        train = rng.normal(size=(20_300, 16))
+        train[train_preds["index"]] += centres[train_preds["label"]]
+        train[20_100] = train[20_200]
+        write_embeddings(folder, rng.normal(size=(50, 16)), train)
+    return folder
+
+
+def _aged(path, seconds: float) -> None:
+    """Set `path`'s modification time `seconds` into the past."""
+    import os
+    import time
+
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_datalab_flags_are_written_once_and_read_back(train_preds, tmp_path):
+    from cifar_mtl.evidence.files import read_embeddings
+    from cifar_mtl.mislabels import DATALAB_COLUMNS, DATALAB_FILE, datalab_issues, read_datalab, write_datalab
+
+    folder = _crossval_home(tmp_path, train_preds)
+    assert read_datalab("cv", tmp_path) is None  # not computed yet
+    lines = []
+    path, table = write_datalab("cv", tmp_path, log=lines.append)
+    assert path == folder / DATALAB_FILE and list(table.columns) == ["index", *DATALAB_COLUMNS]
+    index = train_preds["index"].to_numpy()
+    expected = datalab_issues(train_preds["label"], train_preds[PROB_COLUMNS],
+                              read_embeddings(folder, "train")[index])
+    back = read_datalab("cv", tmp_path)
+    pd.testing.assert_frame_equal(back.drop(columns="index"), expected)
+    assert back["index"].tolist() == index.tolist()
+    flagged = back.set_index("index")
+    assert flagged.loc[20_040, "is_label_issue"]
+    assert flagged.loc[20_100, "is_near_duplicate_issue"] and flagged.loc[20_200, "is_near_duplicate_issue"]
+    assert "300 training images" in lines[0] and " s, saved to " in lines[-1] and str(path) in lines[-1]
+
+
+@pytest.mark.parametrize("rewritten", ["train_predictions.parquet", "embeddings.npz"])
+def test_stale_datalab_flags_are_never_used(train_preds, tmp_path, rewritten):
+    from cifar_mtl.mislabels import read_datalab, train_ranking_of_runs, write_datalab
+
+    folder = _crossval_home(tmp_path, train_preds)
+    write_datalab("cv", tmp_path, log=lambda line: None)
+    fresh = train_ranking_of_runs("cv", home_dir=tmp_path)
+    assert fresh["is_label_issue"].dtype == bool and fresh.loc[0, "index"] == 20_040 and fresh.loc[0, "is_label_issue"]
+    for name, age in [("train_predictions.parquet", 30), ("embeddings.npz", 30), ("datalab.parquet", 20),
+                      (rewritten, 10)]:  # `rewritten` changed after the flags were saved
+        _aged(folder / name, age)
+    assert read_datalab("cv", tmp_path) is None
+    assert "is_label_issue" not in train_ranking_of_runs("cv", home_dir=tmp_path).columns
+    write_datalab("cv", tmp_path, log=lambda line: None)
+    assert read_datalab("cv", tmp_path) is not None  # rewritten after its inputs: fresh again
+    (folder / "embeddings.npz").unlink()
+    assert read_datalab("cv", tmp_path) is None  # an input gone: nothing says the flags still hold
+
+
+def test_train_ranking_merges_saved_flags_and_never_runs_datalab(train_preds, tmp_path, monkeypatch):
+    from cifar_mtl import mislabels
+
+    folder = _crossval_home(tmp_path, train_preds)
+    mislabels.write_datalab("cv", tmp_path, log=lambda line: None)
+    saved = mislabels.read_datalab("cv", tmp_path).iloc[::2]  # flags covering every other image only
+    from cifar_mtl.runs import atomic_write_parquet
+
+    atomic_write_parquet(folder / mislabels.DATALAB_FILE, saved)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Datalab ran while ranking")
+
+    monkeypatch.setattr(mislabels, "datalab_issues", refuse)
+    ranked = mislabels.train_ranking_of_runs(["cv", "cv"], top=50, home_dir=tmp_path)
+    assert len(ranked) == 50 and all(c in ranked.columns for c in mislabels.DATALAB_COLUMNS)
+    uncovered = ~ranked["index"].isin(saved["index"])
+    assert uncovered.any() and not ranked.loc[uncovered, "is_label_issue"].any()
+    assert ranked.loc[uncovered, "label_score"].isna().all()
+
+
+def test_datalab_without_training_embeddings_says_how_to_make_them(train_preds, tmp_path):
+    from cifar_mtl.mislabels import DATALAB_FILE, write_datalab
+    from cifar_mtl.runs import RunError
+
+    folder = _crossval_home(tmp_path, train_preds, embeddings=False)
+    with pytest.raises(RunError, match=r"no training embeddings.*lacks.*write_embeddings"):
+        write_datalab("cv", tmp_path)
+    (folder / "model.keras").write_bytes(b"")  # a run with a model: `evidence` can embed its images
+    with pytest.raises(RunError, match=r"no training embeddings.*`python -m cifar_mtl evidence --run cv`"):
+        write_datalab("cv", tmp_path)
+    assert not (folder / DATALAB_FILE).exists()
+
+
+def test_damaged_datalab_file_names_the_command_that_rewrites_it(train_preds, tmp_path):
+    from cifar_mtl.mislabels import DATALAB_FILE, read_datalab
+    from cifar_mtl.runs import RunError
+
+    folder = _crossval_home(tmp_path, train_preds)
+    (folder / DATALAB_FILE).write_bytes(b"PAR1 not really")
+    with pytest.raises(RunError, match="cannot be read.*mislabels --split train --run cv --datalab"):
+        read_datalab("cv", tmp_path)
+    pd.DataFrame({"index": [1]}).to_parquet(folder / DATALAB_FILE)
+    with pytest.raises(RunError, match="missing columns"):
+        read_datalab("cv", tmp_path)
+
+
 def test_train_predictions_of_a_run_without_crossval_are_refused(tmp_path):
     from cifar_mtl.mislabels import load_train_predictions
     from cifar_mtl.runs import RunError
