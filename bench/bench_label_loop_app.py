@@ -18,23 +18,12 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench.timing import median_seconds, ms_row, print_ms_rows, restored_environ, timed
 
 N_TRAIN_PER_BATCH = 10_000  # 5 batches: the 50,000 images of CIFAR-10's training set
 N_VERDICTS = 500
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _row(name: str, seconds: float, limit_ms: float | None) -> dict:
-    ms = seconds * 1e3
-    return {"name": name, "value": round(ms, 1), "target": "-" if limit_ms is None else f"< {limit_ms:g} ms",
-            "ok": None if limit_ms is None else bool(ms < limit_ms)}
 
 
 def _prepare(root: Path) -> tuple[str, list[int]]:
@@ -71,46 +60,30 @@ def run(quick: bool = False) -> list[dict]:
     from tests.app_fixture import APP
 
     repeats = 3 if quick else 7
-    saved = {k: os.environ.get(k) for k in ("CIFAR_MTL_HOME", "CIFAR10_DIR")}
     rows = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-label-loop-") as tmp:
-            run_id, suspects = _prepare(Path(tmp))
-            at = AppTest.from_file(str(APP), default_timeout=300)
-            at.query_params["reviewer"] = "carol"
-            at.run()
-            at.switch_page("views/mislabels.py").run()
-            first = _timed(lambda: at.segmented_control(key="ml_split").set_value("train").run())
-            assert not at.exception, [e.value for e in at.exception]
-            ranked = {m.label: m.value for m in at.metric}["Training images ranked"]
-            rows.append(_row(f"Mislabels train, first render ({ranked} images: ranking + thumbnails)", first, None))
-            rows.append(_row("Mislabels train, render after the first (median)",
-                             statistics.median(_timed(at.run) for _ in range(repeats)), 1000))
-            clicks = []
-            for index in suspects[:repeats]:
-                clicks.append(_timed(lambda: at.button(key=f"ml_train_unsure_{index}").click().run()))
-            assert not at.exception and not at.error, [e.value for e in at.error]
-            rows.append(_row("Mislabels train, verdict click, full page rerun (median)",
-                             statistics.median(clicks), 1000))
-            at.switch_page("views/labels.py").run()
-            assert not at.exception, [e.value for e in at.exception]
-            rows.append(_row(f"Label sets page with its preview of ~{N_VERDICTS} verdicts (median)",
-                             statistics.median(_timed(at.run) for _ in range(repeats)), 1000))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with (restored_environ("CIFAR_MTL_HOME", "CIFAR10_DIR"),
+          tempfile.TemporaryDirectory(prefix="bench-label-loop-") as tmp):
+        run_id, suspects = _prepare(Path(tmp))
+        at = AppTest.from_file(str(APP), default_timeout=300)
+        at.query_params["reviewer"] = "carol"
+        at.run()
+        at.switch_page("views/mislabels.py").run()
+        first = timed(lambda: at.segmented_control(key="ml_split").set_value("train").run())
+        assert not at.exception, [e.value for e in at.exception]
+        ranked = {m.label: m.value for m in at.metric}["Training images ranked"]
+        rows.append(ms_row(f"Mislabels train, first render ({ranked} images: ranking + thumbnails)", first, None))
+        rows.append(ms_row("Mislabels train, render after the first (median)", median_seconds(at.run, repeats), 1000))
+        clicks = []
+        for index in suspects[:repeats]:
+            clicks.append(timed(lambda: at.button(key=f"ml_train_unsure_{index}").click().run()))
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        rows.append(ms_row("Mislabels train, verdict click, full page rerun (median)", statistics.median(clicks), 1000))
+        at.switch_page("views/labels.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        rows.append(ms_row(f"Label sets page with its preview of ~{N_VERDICTS} verdicts (median)",
+                           median_seconds(at.run, repeats), 1000))
     return rows
 
 
-def _print(rows: list[dict]) -> None:
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        verdict = {None: "", True: "ok", False: "TOO SLOW"}[r["ok"]]
-        print(f"{r['name']:<{width}}  {r['value']:>9.1f} ms {r['target']:<10} {verdict}")
-
-
 if __name__ == "__main__":
-    _print(run(quick="--quick" in sys.argv[1:]))
+    print_ms_rows(run(quick="--quick" in sys.argv[1:]))

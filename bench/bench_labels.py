@@ -9,26 +9,13 @@ a label set of 5,000 rows from train verdicts (target < 1 s; added with labelset
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 
 import numpy as np
 
+from bench.timing import median_seconds, print_table, row
+
 N_TRAIN = 50_000
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _row(name: str, value: float, unit: str, limit: float) -> dict:
-    return {"name": name, "value": value, "unit": unit, "target": f"< {limit:g} {unit}", "ok": bool(value < limit)}
 
 
 def train_predictions(n: int = N_TRAIN, seed: int = 0):
@@ -47,8 +34,8 @@ def bench_ranking(repeats: int) -> dict:
 
     table = train_predictions()
     rank_train_mislabels(table)  # cleanlab's first import is not part of a page render
-    seconds = _median_seconds(lambda: rank_train_mislabels(table), repeats)
-    return _row(f"rank {N_TRAIN:,} training images (cleanlab)", seconds, "s", 1.0)
+    seconds = median_seconds(lambda: rank_train_mislabels(table), repeats)
+    return row(f"rank {N_TRAIN:,} training images (cleanlab)", seconds, "s", 1.0)
 
 
 def train_verdicts(n_images: int = 5_000, reviewers: int = 3, seed: int = 0):
@@ -81,11 +68,11 @@ def bench_label_set(repeats: int) -> list[dict]:
     given = (np.arange(N_TRAIN) + 1) % 10  # never the suggestion, so every confirmed vote is a relabel
     table = build_label_set(votes, given_labels=given)
     rows = len(table)
-    build = _median_seconds(lambda: build_label_set(votes, given_labels=given), repeats)
+    build = median_seconds(lambda: build_label_set(votes, given_labels=given), repeats)
     with tempfile.TemporaryDirectory() as home:
-        save = _median_seconds(lambda: save_label_set(table, "bench", home), repeats)
-    return [_row(f"build a label set of {rows:,} rows from {len(votes):,} verdicts", build, "s", 1.0),
-            _row(f"save it as a new version (CSV + manifest, {rows:,} rows)", save, "s", 1.0)]
+        save = median_seconds(lambda: save_label_set(table, "bench", home), repeats)
+    return [row(f"build a label set of {rows:,} rows from {len(votes):,} verdicts", build, "s", 1.0),
+            row(f"save it as a new version (CSV + manifest, {rows:,} rows)", save, "s", 1.0)]
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -94,5 +81,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    for row in run(quick="--quick" in sys.argv):
-        print(f"{row['name']}: {row['value']:.3f} {row['unit']} (target {row['target']}, ok={row['ok']})")
+    print_table(run(quick="--quick" in sys.argv))

@@ -22,22 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.timing import median_seconds, print_table, row, timed
+
 N_IMAGES = 10_000
 RUN_ID = "bench-reviews"
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _row(name: str, value: float, unit: str, limit: float) -> dict:
-    return {"name": name, "value": value, "unit": unit, "target": f"< {limit:g} {unit}",
-            "ok": bool(value < limit)}
 
 
 def _fill_store(store, preds, n_notes: int) -> None:
@@ -76,24 +64,24 @@ def run(quick: bool = False) -> list[dict]:
             dict(tagged=False, reviewer="cy", sort="margin", descending=False),
         ]
         sizes = [len(error_table(preds, tags, **kw)) for kw in calls]
-        seconds = _median_seconds(lambda: [error_table(preds, tags, **kw) for kw in calls], repeats)
-        rows.append(_row(f"error table filter+sort ({N_IMAGES:,} rows, {len(tags):,} tags; "
-                         f"mean of 3 views of {'/'.join(map(str, sizes))} rows)",
-                         seconds / len(calls) * 1e3, "ms", 50))
+        seconds = median_seconds(lambda: [error_table(preds, tags, **kw) for kw in calls], repeats)
+        rows.append(row(f"error table filter+sort ({N_IMAGES:,} rows, {len(tags):,} tags; "
+                        f"mean of 3 views of {'/'.join(map(str, sizes))} rows)",
+                        seconds / len(calls) * 1e3, "ms", 50))
 
         errors = preds.loc[~preds["correct"], "index"].to_numpy()
         picks = iter(np.resize(errors, repeats * 2).tolist())
-        seconds = _median_seconds(lambda: store.toggle(RUN_ID, next(picks), "context", "cy"), repeats)
-        rows.append(_row("one tag write (toggle, committed, synchronous=FULL)", seconds * 1e3, "ms", 20))
+        seconds = median_seconds(lambda: store.toggle(RUN_ID, next(picks), "context", "cy"), repeats)
+        rows.append(row("one tag write (toggle, committed, synchronous=FULL)", seconds * 1e3, "ms", 20))
 
         rows += _bulk_rows(store, preds, repeats=3 if quick else 10, where=f"{len(store.current_tags()):,} tags")
 
         out = home / "exports" / "bench.csv"
-        seconds = _median_seconds(
+        seconds = median_seconds(
             lambda: write_error_csv(RUN_ID, out=out, home_dir=home, store=store), max(3, repeats // 5)
         )
         n_rows = len(pd.read_csv(out))
-        rows.append(_row(f"export error-category CSV ({n_rows:,} reviewed images)", seconds, "s", 1))
+        rows.append(row(f"export error-category CSV ({n_rows:,} reviewed images)", seconds, "s", 1))
         store.close()
 
     rows += _rank_rows(preds, repeats)
@@ -160,32 +148,28 @@ def _scale_rows(quick: bool) -> list[dict]:
         preds = load_predictions(RUN_ID, home)
         path = home / "cifar-mtl.sqlite"
         ReviewStore(path).close()
-        start = time.perf_counter()
-        _bulk_tags(path, SCALE_REVIEWERS, n_images)
-        generate = time.perf_counter() - start
+        generate = timed(lambda: _bulk_tags(path, SCALE_REVIEWERS, n_images))
         store = ReviewStore(path)
         _fill_store_notes(store, preds, 500)
         n = len(store.current_tags())
-        rows.append({"name": f"generate {n:,} tags (bulk SQL, one transaction)", "value": generate,
-                     "unit": "s", "target": "-", "ok": None})
-        seconds = _median_seconds(store.current_tags, repeats)
-        rows.append({"name": f"read current_tags() ({n:,} tags)", "value": seconds, "unit": "s",
-                     "target": "-", "ok": None})
-        seconds = _median_seconds(lambda: error_table(preds, store.current_tags(), sort="loss"), repeats)
-        rows.append(_row(f"error table at {n:,} tags (current_tags() + error_table, {N_IMAGES:,} rows)",
-                         seconds, "s", 0.5))
-        seconds = _median_seconds(
+        rows.append(row(f"generate {n:,} tags (bulk SQL, one transaction)", generate, "s"))
+        seconds = median_seconds(store.current_tags, repeats)
+        rows.append(row(f"read current_tags() ({n:,} tags)", seconds, "s"))
+        seconds = median_seconds(lambda: error_table(preds, store.current_tags(), sort="loss"), repeats)
+        rows.append(row(f"error table at {n:,} tags (current_tags() + error_table, {N_IMAGES:,} rows)",
+                        seconds, "s", 0.5))
+        seconds = median_seconds(
             lambda: error_table(preds, store.current_tags(reviewer="rev03"), tagged=False, reviewer="rev03"),
             repeats)
-        rows.append(_row(f"reviewer's queue at {n:,} tags (current_tags(reviewer) + error_table)",
-                         seconds, "s", 0.5))
+        rows.append(row(f"reviewer's queue at {n:,} tags (current_tags(reviewer) + error_table)",
+                        seconds, "s", 0.5))
         picks = iter(np.resize(np.arange(N_IMAGES), repeats * 4).tolist())
-        seconds = _median_seconds(lambda: store.toggle(RUN_ID, next(picks), "context", "rev03"), repeats * 4)
-        rows.append(_row(f"one tag write at {n:,} tags (toggle, committed)", seconds * 1e3, "ms", 20))
+        seconds = median_seconds(lambda: store.toggle(RUN_ID, next(picks), "context", "rev03"), repeats * 4)
+        rows.append(row(f"one tag write at {n:,} tags (toggle, committed)", seconds * 1e3, "ms", 20))
         rows += _bulk_rows(store, preds, repeats=repeats, where=f"{n:,} tags")
-        seconds = _median_seconds(lambda: error_category_frame(preds, store, RUN_ID), repeats)
-        rows.append(_row(f"export frame at {n:,} tags (tags + notes + mislabels, export.error_category_frame)",
-                         seconds, "s", 2))
+        seconds = median_seconds(lambda: error_category_frame(preds, store, RUN_ID), repeats)
+        rows.append(row(f"export frame at {n:,} tags (tags + notes + mislabels, export.error_category_frame)",
+                        seconds, "s", 2))
         store.close()
     return rows
 
@@ -193,23 +177,30 @@ def _scale_rows(quick: bool) -> list[dict]:
 BULK_SIZE = 1_000
 
 
-def _bulk_rows(store, preds, repeats: int, where: str) -> list[dict]:
-    """A bulk tag of 1,000 images (one action) and its one undo, each committed (issue 15:
-    under 1 s each). Each repeat tags a fresh reviewer's 1,000 images, then undoes it."""
-    index = preds["index"].to_numpy()[:BULK_SIZE].tolist()
+def bulk_seconds(store, run_id: str, index: list[int], category: str, repeats: int) -> tuple[float, float]:
+    """Median seconds of a bulk tag of `index` (one action, committed) and of its one undo.
+
+    Each repeat is a fresh reviewer (bulk0, bulk1, ...) tagging all of `index`, then undoing it.
+    """
     tag_s, undo_s = [], []
     for k in range(repeats):
         reviewer = f"bulk{k}"
         start = time.perf_counter()
-        assert store.tag_many(RUN_ID, index, "context", reviewer) == BULK_SIZE
+        assert store.tag_many(run_id, index, category, reviewer) == len(index)
         tag_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        assert store.undo(reviewer)["count"] == BULK_SIZE
+        assert store.undo(reviewer)["count"] == len(index)
         undo_s.append(time.perf_counter() - start)
-    return [_row(f"bulk tag of {BULK_SIZE:,} images, one action (tag_many, committed; {where})",
-                 statistics.median(tag_s), "s", 1),
-            _row(f"its undo, {BULK_SIZE:,} events reverted in one transaction ({where})",
-                 statistics.median(undo_s), "s", 1)]
+    return statistics.median(tag_s), statistics.median(undo_s)
+
+
+def _bulk_rows(store, preds, repeats: int, where: str) -> list[dict]:
+    """A bulk tag of 1,000 images (one action) and its one undo, each committed (issue 15:
+    under 1 s each)."""
+    index = preds["index"].to_numpy()[:BULK_SIZE].tolist()
+    tag, undo = bulk_seconds(store, RUN_ID, index, "context", repeats)
+    return [row(f"bulk tag of {BULK_SIZE:,} images, one action (tag_many, committed; {where})", tag, "s", 1),
+            row(f"its undo, {BULK_SIZE:,} events reverted in one transaction ({where})", undo, "s", 1)]
 
 
 def _fill_store_notes(store, preds, n_notes: int) -> None:
@@ -230,20 +221,11 @@ def _rank_rows(preds, repeats: int) -> list[dict]:
         start = time.perf_counter()
         import cleanlab.rank  # noqa: F401
 
-        rows.append({"name": "import cleanlab (once per process)", "value": time.perf_counter() - start,
-                     "unit": "s", "target": "-", "ok": None})
-    seconds = _median_seconds(lambda: rank_mislabels(preds), max(3, repeats // 3))
-    rows.append(_row(f"rank {len(preds):,} images for mislabels (normalized margin)", seconds, "s", 1))
+        rows.append(row("import cleanlab (once per process)", time.perf_counter() - start, "s"))
+    seconds = median_seconds(lambda: rank_mislabels(preds), max(3, repeats // 3))
+    rows.append(row(f"rank {len(preds):,} images for mislabels (normalized margin)", seconds, "s", 1))
     return rows
 
 
-def _print_table(rows: list[dict]) -> None:
-    width = max(len(r["name"]) for r in rows)
-    print(f"{'benchmark':<{width}}  {'value':>10}  unit  {'target':<10}  ok")
-    for r in rows:
-        ok = "-" if r["ok"] is None else ("yes" if r["ok"] else "NO")
-        print(f"{r['name']:<{width}}  {r['value']:>10.3f}  {r['unit']:<4}  {r['target']:<10}  {ok}")
-
-
 if __name__ == "__main__":
-    _print_table(run(quick="--quick" in sys.argv[1:]))
+    print_table(run(quick="--quick" in sys.argv[1:]))
