@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 
 from cifar_mtl.cifar10 import load_cifar10
-from cifar_mtl.mislabels import TRAIN_PREDICTIONS_FILE
+from cifar_mtl.evidence.files import write_embeddings
+from cifar_mtl.mislabels import TRAIN_PREDICTIONS_FILE, write_datalab
 from cifar_mtl.predictions import predictions_table
-from cifar_mtl.runs import atomic_write_parquet, write_status
+from cifar_mtl.runs import atomic_write_parquet, run_dir, write_status
 from cifar_mtl.synthetic import make_fake_run
 
 CROSSVAL_RUN = "cv-c"
@@ -41,3 +42,18 @@ def add_crossval_run(fx, run_id: str = CROSSVAL_RUN, n_suspects: int = 5) -> tup
     suspects = np.random.default_rng(0).choice(len(train_labels), size=n_suspects, replace=False)
     write_train_predictions(folder, train_labels, suspects)
     return run_id, sorted(int(i) for i in suspects)
+
+
+TWINS = (range(30, 36), range(40, 46))  # training images 40..45 embed exactly as 30..35
+
+
+def add_train_embeddings(fx, run_id: str = CROSSVAL_RUN, datalab: bool = True) -> None:
+    """Give the run training embeddings of the fixture's 50 training images (random, with six
+    pairs of twins for Datalab's near-duplicate check) and, with `datalab`, its saved
+    Datalab flags (`mislabels.write_datalab`)."""
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(50, 8))
+    train[list(TWINS[1])] = train[list(TWINS[0])]
+    write_embeddings(run_dir(run_id, fx.home), rng.normal(size=(200, 8)), train)
+    if datalab:
+        write_datalab(run_id, fx.home, log=lambda line: None)

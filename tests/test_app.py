@@ -551,25 +551,37 @@ def test_label_sets_page_previews_builds_and_refuses_a_bad_name(fx):
 
 
 def test_train_split_filters_by_datalab_flags_when_the_run_has_training_embeddings(fx):
-    from cifar_mtl.evidence.files import write_embeddings
     from cifar_mtl.mislabels import train_ranking_of_runs
-    from cifar_mtl.runs import run_dir
-    from tests.label_loop_fixture import add_crossval_run
+    from tests.label_loop_fixture import TWINS, add_crossval_run, add_train_embeddings
 
     run_id, suspects = add_crossval_run(fx)
-    rng = np.random.default_rng(1)
-    train = rng.normal(size=(50, 8))
-    train[40:46] = train[30:36]  # six pairs of twins for Datalab's near-duplicate check
-    write_embeddings(run_dir(run_id, fx.home), rng.normal(size=(200, 8)), train)
+    add_train_embeddings(fx, run_id)  # and the saved Datalab flags
     expected = train_ranking_of_runs([run_id], home_dir=fx.home)
     twins = expected.loc[expected["is_near_duplicate_issue"], "index"].tolist()
-    assert set(twins) >= set(range(30, 36)) | set(range(40, 46)) and len(twins) < 50
+    assert set(twins) >= set(TWINS[0]) | set(TWINS[1]) and len(twins) < 50
     at = open_app("mislabels", reviewer="ada")
     at.segmented_control(key="ml_split").set_value("train").run()
     assert not at.exception and not at.error
     assert {m.label: m.value for m in at.metric}["Datalab label issues"] == str(int(expected["is_label_issue"].sum()))
+    assert not any("--datalab" in t for t in texts(at.caption))
     at.button_group(key="ml_train_issues").set_value(["near_duplicate"]).run()
     assert not at.exception
     lines = [m for m in texts(at.markdown) if re.match(r"\*\*\d+\. #", m)]
     assert [int(re.search(r"#(\d+)", m).group(1)) for m in lines] == twins[:8]  # first page, ranking order
     assert sum("Datalab: near-duplicate" in t for t in texts(at.caption)) == min(8, len(twins))
+
+
+def test_train_split_with_embeddings_but_no_saved_flags_shows_the_command_and_no_flags(fx):
+    from tests.label_loop_fixture import add_crossval_run, add_train_embeddings
+
+    run_id, suspects = add_crossval_run(fx)
+    add_train_embeddings(fx, run_id, datalab=False)
+    at = open_app("mislabels", reviewer="ada")
+    at.segmented_control(key="ml_split").set_value("train").run()
+    assert not at.exception and not at.error
+    hint = [t for t in texts(at.caption) if "--datalab" in t]
+    assert len(hint) == 1 and f"`python -m cifar_mtl mislabels --split train --run {run_id} --datalab`" in hint[0]
+    assert "minutes on 50,000 images" in hint[0]
+    assert {m.label: m.value for m in at.metric}["Datalab label issues"] == "-"
+    assert not any("Datalab:" in t for t in texts(at.caption))
+    assert not [g for g in at.button_group if g.key == "ml_train_issues"]  # no filter without flags

@@ -47,6 +47,32 @@ def test_with_issues_keeps_rows_flagged_with_any_pick():
     assert label_loop.issues_text(table.iloc[2].to_dict()) == ""
 
 
+def test_datalab_hint_names_the_command_when_embeddings_exist_without_fresh_flags(home):
+    from cifar_mtl.evidence.files import write_embeddings
+
+    folder = home / "runs" / "cv"
+    folder.mkdir(parents=True)
+    plain, flagged = ranked([1], [0]), ranked([1], [0]).assign(is_label_issue=[False])
+    assert label_loop.datalab_hint("cv", plain) is None  # no embeddings: nothing to compute the flags from
+    rng = np.random.default_rng(0)
+    write_embeddings(folder, rng.normal(size=(5, 4)))
+    assert label_loop.datalab_hint("cv", plain) is None  # test side only
+    write_embeddings(folder, rng.normal(size=(5, 4)), rng.normal(size=(20, 4)))
+    hint = label_loop.datalab_hint("cv", plain)
+    assert "`python -m cifar_mtl mislabels --split train --run cv --datalab`" in hint and "minutes" in hint
+    assert label_loop.datalab_hint("cv", flagged) is None  # the flags are there
+
+
+def test_a_ranking_is_recomputed_when_the_datalab_file_changes(home):
+    from cifar_mtl.mislabels import DATALAB_FILE
+
+    folder = home / "runs" / "cv"
+    folder.mkdir(parents=True)
+    before = label_loop._stamps(home, ("cv",))
+    pd.DataFrame({"index": [1]}).to_parquet(folder / DATALAB_FILE)
+    assert label_loop._stamps(home, ("cv",)) != before
+
+
 def test_preview_counts_judged_only_by_the_chosen_reviewers():
     table = pd.DataFrame({"action": ["relabel", "exclude", "relabel"]})
     verdicts = pd.DataFrame({"index": [5, 5, 7, 9], "reviewer": ["ann", "bob", "bob", "cy"]})

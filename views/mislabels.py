@@ -3,8 +3,8 @@
 Split "test" ranks the test images of the run under review; split "train" ranks the
 training images from one or several cross-validation runs' out-of-sample predictions
 (train_predictions.parquet), with cleanlab's Datalab flags as filters where the first
-run has training embeddings. Verdicts on training images feed label sets (Label sets
-page), never the test figures.
+run has them saved (datalab.parquet, written by `mislabels --split train --datalab`).
+Verdicts on training images feed label sets (Label sets page), never the test figures.
 """
 
 import streamlit as st
@@ -162,8 +162,12 @@ def train_split() -> None:
     c[1].metric("Images judged", f"{figures['judged']:,}")
     c[2].metric("Verdicts recorded", f"{figures['verdicts']:,}")
     c[3].metric("Datalab label issues", f"{figures['label_issues']:,}" if has_datalab else "-",
-                help="cleanlab Datalab on the first run's training embeddings" if has_datalab else
-                "Needs the first run's training embeddings (`python -m cifar_mtl evidence --run RUN_ID`)")
+                help="cleanlab Datalab on the first run's training embeddings, saved by "
+                     "`mislabels --split train --datalab`" if has_datalab else
+                "Needs the first run's training embeddings and its saved Datalab flags "
+                "(`python -m cifar_mtl mislabels --split train --run RUN_ID --datalab`)")
+    if hint := label_loop.datalab_hint(run_ids[0], ranking):
+        st.caption(hint)
     show_flash("verdict")
     if has_datalab:
         picked = st.pills("Only images Datalab flags as", figures["datalab_types"], selection_mode="multi",

@@ -2,8 +2,8 @@
 training labels they hold, and the label sets under the artifacts home.
 
 Like `loaders`, a ranking is computed once per version of the files it reads (every chosen
-run's train_predictions.parquet and the first run's embeddings.npz) and shared by every
-browser session: do not modify it.
+run's train_predictions.parquet, the first run's embeddings.npz and its saved Datalab flags,
+datalab.parquet) and shared by every browser session: do not modify it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import streamlit as st
 from cifar_mtl import runs
 from cifar_mtl.app.loaders import _stamp
 from cifar_mtl.evidence.files import EMBEDDINGS_FILE
-from cifar_mtl.mislabels import TRAIN_PREDICTIONS_FILE
+from cifar_mtl.mislabels import DATALAB_FILE, TRAIN_PREDICTIONS_FILE
 
 
 def crossval_run_ids() -> list[str]:
@@ -31,7 +31,8 @@ def crossval_run_ids() -> list[str]:
 def _stamps(home, run_ids: tuple[str, ...]) -> tuple:
     """The versions of the files a training-set ranking of `run_ids` reads."""
     files = [runs.run_dir(r, home) / TRAIN_PREDICTIONS_FILE for r in run_ids]
-    return tuple(_stamp(f) for f in files) + (_stamp(runs.run_dir(run_ids[0], home) / EMBEDDINGS_FILE),)
+    first = runs.run_dir(run_ids[0], home)
+    return tuple(_stamp(f) for f in [*files, first / EMBEDDINGS_FILE, first / DATALAB_FILE])
 
 
 @st.cache_data(max_entries=8, show_spinner="Ranking training images...")
@@ -43,10 +44,32 @@ def _train_ranked(home: str, run_ids: tuple[str, ...], stamps: tuple, method: st
 
 def train_ranked(run_ids, method: str = "normalized_margin") -> pd.DataFrame:
     """`mislabels.train_ranking_of_runs` of the runs (Datalab columns when the first has
-    training embeddings), computed once per version of their files."""
+    fresh saved flags), computed once per version of their files."""
     home = runs.home().resolve()
     run_ids = tuple(run_ids)
     return _train_ranked(str(home), run_ids, _stamps(home, run_ids), method)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _has_train_embeddings(path: str, stamp) -> bool:
+    try:
+        with np.load(path, allow_pickle=False) as data:  # lists the arrays without reading them
+            return "train" in data.files
+    except Exception:  # a damaged file has no usable training embeddings; reading it says why
+        return False
+
+
+def datalab_hint(run_id: str, ranking: pd.DataFrame) -> str | None:
+    """How to compute Datalab's flags when `run_id` has training embeddings but `ranking`
+    (its training ranking) has no flags, i.e. no fresh datalab.parquet; else None."""
+    if "is_label_issue" in ranking.columns:
+        return None
+    path = runs.run_dir(run_id, runs.home().resolve()) / EMBEDDINGS_FILE
+    if not _has_train_embeddings(str(path), _stamp(path)):
+        return None
+    return (f"Datalab's flags (label, outlier, near-duplicate) are not computed for run {run_id}'s current files. "
+            f"Compute them once with `python -m cifar_mtl mislabels --split train --run {run_id} --datalab` "
+            "(it takes minutes on 50,000 images), then reload this page.")
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
