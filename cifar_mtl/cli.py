@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--split", default="test", choices=["test", "train"],
                    help="test images of training runs, or training images of cross-validation runs (crossval)")
     m.add_argument("--out", help="output file in an existing folder (default: <home>/exports/...)")
+    m.add_argument("--datalab", action="store_true",
+                   help="with --split train: first compute and save cleanlab Datalab's flags (label, outlier, "
+                        "near-duplicate) of the first run from its training embeddings; minutes on 50,000 images")
 
     c = sub.add_parser("compare", help="two runs on the same test images: intervals, McNemar's exact test; "
                                           "also on the reviewer-corrected test labels when verdicts exist")
@@ -392,6 +395,12 @@ def _mislabels(args) -> int:
     from cifar_mtl.export import export_mislabels_csv
 
     check_runs_exist(args.run)
+    if args.datalab:
+        if args.split != "train":
+            raise UsageError("--datalab flags training images: add --split train and a cross-validation run")
+        from cifar_mtl.mislabels import write_datalab
+
+        write_datalab(args.run[0], log=lambda line: print(line, file=sys.stderr))
     path, ranked = export_mislabels_csv(args.run, top=args.top, method=args.method, out=args.out, split=args.split)
     print(path)
     print()

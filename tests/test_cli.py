@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +200,32 @@ def test_mislabels_top_must_be_positive(home, capsys):
         cli.main(["mislabels", "--run", "a", "--top", "0"])
     assert exit_.value.code == cli.EXIT_USAGE
     assert "--top: expected a whole number of at least 1, got 0" in capsys.readouterr().err
+
+
+def test_mislabels_datalab_computes_and_saves_the_flags_then_ranks_with_them(home, capsys):
+    from cifar_mtl.evidence.files import write_embeddings
+    from cifar_mtl.mislabels import DATALAB_COLUMNS, TRAIN_PREDICTIONS_FILE, read_datalab
+    from cifar_mtl.predictions import predictions_table
+    from cifar_mtl.synthetic import fake_probabilities
+
+    folder = run_dir("cv", home)
+    folder.mkdir(parents=True)
+    labels = np.arange(100) % 10
+    table = predictions_table(fake_probabilities(labels, accuracy=0.9, seed=1), labels, index=np.arange(100))
+    table.assign(fold=(np.arange(100) % 2).astype("int8")).to_parquet(folder / TRAIN_PREDICTIONS_FILE, index=False)
+    code, out, err = run_main(capsys, "mislabels", "--split", "train", "--run", "cv", "--datalab")
+    assert code == cli.EXIT_FAILED and "no training embeddings" in err and out == ""
+    rng = np.random.default_rng(2)
+    write_embeddings(folder, rng.normal(size=(10, 8)), rng.normal(size=(100, 8)))
+    code, out, err = run_main(capsys, "mislabels", "--split", "train", "--run", "cv", "--datalab", "--top", "20")
+    assert code == cli.EXIT_OK, err
+    assert "Datalab on 100 training images of run cv" in err and re.search(r"issues\) in \d+\.\d s, saved to ", err)
+    written = pd.read_csv(out.splitlines()[0])
+    assert len(written) == 20 and all(c in written.columns for c in DATALAB_COLUMNS)
+    saved = read_datalab("cv", home).set_index("index")
+    assert written["is_label_issue"].tolist() == saved.loc[written["index"], "is_label_issue"].tolist()
+    code, out, err = run_main(capsys, "mislabels", "--run", "cv", "--datalab")
+    assert code == cli.EXIT_USAGE and "--split train" in err
 
 
 # --- terminal tables -------------------------------------------------------------------------
