@@ -13,7 +13,7 @@ This module only stores rows; `cifar_mtl.labelsets` builds, writes and reads set
 from __future__ import annotations
 
 from cifar_mtl.errors import UserError
-from cifar_mtl.stores.database import Component, Database, SchemaError, now, rows_as_dicts
+from cifar_mtl.stores.database import Component, Database, SchemaError, now, rows_as_dicts, statements_migration
 
 LABELSETS_SCHEMA_VERSION = 1
 COLUMNS = ("name", "version", "created_at", "created_by", "manifest", "rows_csv")
@@ -44,10 +44,8 @@ _SCHEMA_1 = (
 )
 
 
-def _migration_1(conn) -> None:
-    # The same statement on both engines: TEXT and INTEGER mean the same in each here.
-    for statement in _SCHEMA_1:
-        conn.execute(statement)
+# The same statements on both engines: TEXT and INTEGER mean the same in each here.
+_migration_1 = statements_migration(_SCHEMA_1)
 
 
 COMPONENT = Component(
