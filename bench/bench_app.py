@@ -22,26 +22,14 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench.timing import ms_row, print_ms_rows, restored_environ, timed
 
 
 N_IMAGES = 10_000
 PAGES = ("overview", "errors", "review", "map", "slices", "mislabels", "compare", "export", "getting_started")
 REVIEWER = "bench"
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _figure(name: str, seconds: float, limit_ms: float | None) -> dict:
-    ms = seconds * 1e3
-    return {"name": name, "value": round(ms, 1), "unit": "ms",
-            "target": "-" if limit_ms is None else f"< {limit_ms:g} ms",
-            "ok": None if limit_ms is None else bool(ms < limit_ms)}
 
 
 def _prepare(root: Path) -> None:
@@ -70,14 +58,14 @@ def _prepare(root: Path) -> None:
 def _page_rows(at, repeats: int) -> list[dict]:
     rows = []
     for page in PAGES:
-        first = _timed(lambda: at.switch_page(f"views/{page}.py").run())
+        first = timed(lambda: at.switch_page(f"views/{page}.py").run())
         if at.exception:
             raise RuntimeError(f"page {page} failed: {at.exception[0].value}")
-        again = statistics.median(_timed(at.run) for _ in range(repeats))
+        again = statistics.median(timed(at.run) for _ in range(repeats))
         if page == "map" and _map_points(at) != N_IMAGES:
             raise RuntimeError(f"the map drew {_map_points(at)} points, not {N_IMAGES}")
-        rows.append(_figure(f"{page}: first load", first, None))
-        rows.append(_figure(f"{page}: render after first load (median of {repeats})", again, 1000))
+        rows.append(ms_row(f"{page}: first load", first, None))
+        rows.append(ms_row(f"{page}: render after first load (median of {repeats})", again, 1000))
     return rows
 
 
@@ -113,8 +101,8 @@ def _selection_row(at, repeats: int) -> dict:
     at._run(states)  # as the browser reports a box: the selection callback keeps it
     if at.exception or not any(h.value == "1,000 selected" for h in at.subheader):
         raise RuntimeError("the map selection was not drawn")
-    again = statistics.median(_timed(at.run) for _ in range(repeats))
-    return _figure(f"map with 1,000 points selected: render (median of {repeats})", again, 1000)
+    again = statistics.median(timed(at.run) for _ in range(repeats))
+    return ms_row(f"map with 1,000 points selected: render (median of {repeats})", again, 1000)
 
 
 def _pictures_row() -> dict:
@@ -143,14 +131,14 @@ def _suggestion_row(at, repeats: int) -> dict:
     categories = ("clutter", "occlusion", "colour", "context", "pose", "distinctive_features", "mislabel")
     times = []
     for category in categories[:repeats]:
-        times.append(_timed(lambda: at.button(key=f"rev_tag_{category}").click().run()))
+        times.append(timed(lambda: at.button(key=f"rev_tag_{category}").click().run()))
         if at.exception:
             raise RuntimeError(f"review failed: {at.exception[0].value}")
     waiting = [c.value for c in at.caption if "more to go" in c.value or c.value.startswith("No suggestions")]
     if waiting:
         raise RuntimeError(f"no suggestions were fitted: {waiting[0]}")
     at.sidebar.text_input(key="reviewer").set_value(REVIEWER).run()
-    return _figure(f"tag click on review with 1,050 tags, suggestions refitted (median of {len(times)})",
+    return ms_row(f"tag click on review with 1,050 tags, suggestions refitted (median of {len(times)})",
                    statistics.median(times), 1000)
 
 
@@ -158,8 +146,8 @@ def _click_rows(at, repeats: int) -> list[dict]:
     rows = []
     for page, key in (("errors", "err_tag_clutter"), ("review", "rev_tag_pose")):
         at.switch_page(f"views/{page}.py").run()
-        clicks = statistics.median(_timed(lambda: at.button(key=key).click().run()) for _ in range(repeats))
-        rows.append(_figure(f"tag click on {page}, full page rerun (AppTest upper bound)", clicks, None))
+        clicks = statistics.median(timed(lambda: at.button(key=key).click().run()) for _ in range(repeats))
+        rows.append(ms_row(f"tag click on {page}, full page rerun (AppTest upper bound)", clicks, None))
     return rows
 
 
@@ -178,9 +166,9 @@ def _fragment_row(repeats: int) -> dict:
 
     at = AppTest.from_function(_fragment_script, default_timeout=60).run()
     clicks = statistics.median(
-        _timed(lambda: at.button(key="frag_tag_context").click().run()) for _ in range(repeats)
+        timed(lambda: at.button(key="frag_tag_context").click().run()) for _ in range(repeats)
     )
-    return _figure("tag click, fragment only (what a browser click reruns)", clicks, 200)
+    return ms_row("tag click, fragment only (what a browser click reruns)", clicks, 200)
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -191,8 +179,7 @@ def run(quick: bool = False) -> list[dict]:
     from tests.app_fixture import APP
 
     repeats = 3 if quick else 7
-    saved = {k: os.environ.get(k) for k in ("CIFAR_MTL_HOME", "CIFAR10_DIR")}
-    try:
+    with restored_environ("CIFAR_MTL_HOME", "CIFAR10_DIR"):
         with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
             _prepare(Path(tmp))
             rows = [_pictures_row()]
@@ -212,21 +199,8 @@ def run(quick: bool = False) -> list[dict]:
             rows += _click_rows(at, repeats)
             rows.append(_suggestion_row(at, repeats))
             rows.append(_fragment_row(repeats))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return rows
 
 
-def _print(rows: list[dict]) -> None:
-    width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        verdict = {None: "", True: "ok", False: "TOO SLOW"}[r["ok"]]
-        print(f"{r['name']:<{width}}  {r['value']:>9.1f} {r['unit']:<3} {r['target']:<10} {verdict}")
-
-
 if __name__ == "__main__":
-    _print(run(quick="--quick" in sys.argv[1:]))
+    print_ms_rows(run(quick="--quick" in sys.argv[1:]))

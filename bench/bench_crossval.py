@@ -78,16 +78,12 @@ def trainings_side(config: dict, home: Path, k: int, counter: list):
 def measure(config: dict, home: Path, k: int, blocks: int) -> dict:
     """Alternate A and B; returns `bench_training.summarize`'s dict (ratio = A's rate over B's)."""
     from bench.bench_training import alternate, summarize
-    from cifar_mtl.training import fit
+    from bench.no_evidence import without_evidence
 
-    evidence = fit._evidence
-    fit._evidence = lambda *args, **kwargs: {}  # B's trainings: no evidence, as cross-validation
-    try:
-        counter = [0]
+    counter = [0]
+    with without_evidence():  # B's trainings: no evidence, as cross-validation
         result = alternate(lambda: crossval_side(config, home, k, counter),
                            lambda: trainings_side(config, home, k, counter), blocks)
-    finally:
-        fit._evidence = evidence
     return summarize(result)
 
 
