@@ -253,7 +253,8 @@ def export_mislabels_csv(run_ids, *, top: int | None = None, method: str = "norm
     """`write_mislabels_csv`, also returning the ranking it wrote (with its `rank` column).
 
     `split="train"` ranks training images from cross-validation runs' train predictions
-    (`cifar_mtl.mislabels.train_ranking_of_runs`, Datalab columns where embeddings exist).
+    (`cifar_mtl.mislabels.train_ranking_of_runs`, Datalab columns where the first run has
+    fresh saved flags: `mislabels --split train --datalab`).
     """
     from cifar_mtl.mislabels import rank_mislabels, train_ranking_of_runs
     from cifar_mtl.runs import load_predictions
