@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--datalab", action="store_true",
                    help="with --split train: first compute and save cleanlab Datalab's flags (label, outlier, "
                         "near-duplicate) of the first run from its training embeddings; minutes on 50,000 images")
+    m.add_argument("--embeddings-from", metavar="RUN_ID",
+                   help="with --datalab: the training run whose training embeddings to use (a cross-validation "
+                        "run has none of its own; the run must be on the same training images)")
 
     c = sub.add_parser("compare", help="two runs on the same test images: intervals, McNemar's exact test; "
                                           "also on the reviewer-corrected test labels when verdicts exist")
@@ -395,12 +398,16 @@ def _mislabels(args) -> int:
     from cifar_mtl.export import export_mislabels_csv
 
     check_runs_exist(args.run)
+    if args.embeddings_from and not args.datalab:
+        raise UsageError("--embeddings-from chooses the embeddings Datalab uses: add --datalab")
     if args.datalab:
         if args.split != "train":
             raise UsageError("--datalab flags training images: add --split train and a cross-validation run")
         from cifar_mtl.mislabels import write_datalab
 
-        write_datalab(args.run[0], log=lambda line: print(line, file=sys.stderr))
+        if args.embeddings_from:
+            check_runs_exist([args.embeddings_from])
+        write_datalab(args.run[0], log=lambda line: print(line, file=sys.stderr), embeddings_from=args.embeddings_from)
     path, ranked = export_mislabels_csv(args.run, top=args.top, method=args.method, out=args.out, split=args.split)
     print(path)
     print()

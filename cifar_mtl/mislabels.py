@@ -306,11 +306,29 @@ def rank_train_mislabels(
 DATALAB_FILE = "datalab.parquet"  # `index` + DATALAB_COLUMNS, in a cross-validation run folder
 
 
-def _datalab_inputs(folder) -> list:
-    """The files a run's Datalab flags are computed from: its train predictions and embeddings."""
+def _datalab_inputs(folder, embeddings_folder=None) -> list:
+    """The files a run's Datalab flags are computed from: its train predictions and the
+    embeddings (its own, or those of `embeddings_folder`'s run)."""
     from cifar_mtl.evidence.files import EMBEDDINGS_FILE
 
-    return [folder / TRAIN_PREDICTIONS_FILE, folder / EMBEDDINGS_FILE]
+    return [folder / TRAIN_PREDICTIONS_FILE, (embeddings_folder or folder) / EMBEDDINGS_FILE]
+
+
+def check_same_dataset(run_id: str, other: str, home_dir=None) -> None:
+    """Refuse embeddings of `other` when its run trained on other data than `run_id` (both
+    metrics.json record `data_fingerprint`; a run without one is not checked)."""
+    from cifar_mtl.runs import RunError, load_metrics
+
+    def fingerprint(run):
+        try:
+            return load_metrics(run, home_dir).get("data_fingerprint")
+        except (OSError, ValueError, RunError):
+            return None
+
+    mine, theirs = fingerprint(run_id), fingerprint(other)
+    if mine and theirs and mine != theirs:
+        raise RunError(f"run {other!r} was trained on another dataset than run {run_id!r} (data fingerprints "
+                       f"{theirs} and {mine}); take the embeddings of a run on the same training images")
 
 
 def _mtimes(paths) -> list[int | None]:
@@ -329,19 +347,22 @@ def _train_embeddings(run_id: str, folder) -> np.ndarray:
         if (folder / MODEL_FILE).is_file():
             how = f"set CIFAR10_DIR and run `python -m cifar_mtl evidence --run {run_id}`"
         else:  # `evidence` embeds images with model.keras; cross-validation keeps only fold checkpoints
-            how = (f"`python -m cifar_mtl evidence` needs a {MODEL_FILE}, which this run lacks, so write the "
-                   "training embeddings (50,000 x D, training order) with "
-                   f"`cifar_mtl.evidence.files.write_embeddings({folder}, test, train)`")
+            how = ("a cross-validation run keeps no model to embed images with: take the embeddings of a "
+                   "training run on the same data with `--embeddings-from RUN_ID` (`runs` lists them; any "
+                   "run trained since evidence exists has them)")
         raise RunError(f"run {run_id!r} has no training embeddings, which Datalab's outlier and near-duplicate "
                        f"checks need ({exc}); {how}") from exc
 
 
-def write_datalab(run_id: str, home_dir=None, log=print):
+def write_datalab(run_id: str, home_dir=None, log=print, embeddings_from: str | None = None):
     """Compute cleanlab's Datalab flags of a cross-validation run and save them atomically
     as `DATALAB_FILE` in its folder (minutes on 50,000 images: done once, not per render).
 
-    Reads the run's own `train_predictions.parquet` (out-of-sample probabilities) and its
-    `embeddings.npz` `train` array (rows by training index).
+    Reads the run's own `train_predictions.parquet` (out-of-sample probabilities) and the
+    `embeddings.npz` `train` array (rows by training index) of `embeddings_from`: a
+    training run on the same data, whose evidence embeds the training images (a
+    cross-validation run keeps no model to embed them with); default the run itself.
+    The file records which run's embeddings it used (`attrs["embeddings_run"]`).
 
     Returns:
         (path, table): the file and its DataFrame[index, *DATALAB_COLUMNS], in index order.
@@ -356,18 +377,24 @@ def write_datalab(run_id: str, home_dir=None, log=print):
     from cifar_mtl.runs import RunError, atomic_write_parquet, run_dir
 
     folder = run_dir(run_id, home_dir)
-    before = _mtimes(_datalab_inputs(folder))
+    source = embeddings_from or run_id
+    source_folder = run_dir(source, home_dir)
+    if source != run_id:
+        check_same_dataset(run_id, source, home_dir)
+    before = _mtimes(_datalab_inputs(folder, source_folder))
     preds = load_train_predictions(run_id, home_dir, columns=RANKING_INPUTS)
-    features = _train_embeddings(run_id, folder)
+    features = _train_embeddings(source, source_folder)
     index, labels, probs = average_probabilities(preds)
     if index.max(initial=-1) >= len(features):
-        raise RunError(f"run {run_id!r}: training index {index.max()} is beyond the {len(features)} rows of its "
-                       "training embeddings; write the embeddings of the full training set")
-    log(f"Datalab on {len(index):,} training images of run {run_id} ({features.shape[1]} dimensions)...")
+        raise RunError(f"run {run_id!r}: training index {index.max()} is beyond the {len(features)} rows of "
+                       f"run {source!r}'s training embeddings; use the embeddings of the full training set")
+    log(f"Datalab on {len(index):,} training images of run {run_id} ({features.shape[1]}-dimension embeddings "
+        f"of run {source})...")
     start = time.perf_counter()
     table = datalab_issues(labels, probs, features[index])
     table.insert(0, "index", index)
-    if _mtimes(_datalab_inputs(folder)) != before:  # the flags would describe files that are gone
+    table.attrs["embeddings_run"] = source
+    if _mtimes(_datalab_inputs(folder, source_folder)) != before:  # the flags would describe files that are gone
         raise RunError(f"run {run_id!r}: its train predictions or embeddings changed while Datalab ran; "
                        "run the command again")
     path = folder / DATALAB_FILE
@@ -388,14 +415,17 @@ def read_datalab(run_id: str, home_dir=None) -> pd.DataFrame | None:
 
     folder = run_dir(run_id, home_dir)
     path = folder / DATALAB_FILE
-    inputs = _mtimes(_datalab_inputs(folder))
-    if not path.is_file() or None in inputs or path.stat().st_mtime_ns < max(inputs):
+    if not path.is_file():
         return None
     redo = f"rewrite it with `python -m cifar_mtl mislabels --split train --run {run_id} --datalab`"
     try:
         table = pd.read_parquet(path)
+        source_folder = run_dir(table.attrs.get("embeddings_run") or run_id, home_dir)
     except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
         raise RunError(f"run {run_id!r}: {DATALAB_FILE} cannot be read ({exc}); {redo}") from exc
+    inputs = _mtimes(_datalab_inputs(folder, source_folder))
+    if None in inputs or path.stat().st_mtime_ns < max(inputs):
+        return None
     missing = [c for c in ["index", *DATALAB_COLUMNS] if c not in table.columns]
     if missing:
         raise RunError(f"run {run_id!r}: {DATALAB_FILE} is missing columns {missing}; {redo}")

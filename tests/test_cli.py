@@ -226,6 +226,11 @@ def test_mislabels_datalab_computes_and_saves_the_flags_then_ranks_with_them(hom
     assert written["is_label_issue"].tolist() == saved.loc[written["index"], "is_label_issue"].tolist()
     code, out, err = run_main(capsys, "mislabels", "--run", "cv", "--datalab")
     assert code == cli.EXIT_USAGE and "--split train" in err
+    code, out, err = run_main(capsys, "mislabels", "--split", "train", "--run", "cv", "--embeddings-from", "cv")
+    assert code == cli.EXIT_USAGE and "add --datalab" in err
+    code, out, err = run_main(capsys, "mislabels", "--split", "train", "--run", "cv", "--datalab",
+                              "--embeddings-from", "nope")
+    assert code == cli.EXIT_USAGE and "nope" in err and out == ""
 
 
 # --- terminal tables -------------------------------------------------------------------------

@@ -63,6 +63,24 @@ def test_datalab_hint_names_the_command_when_embeddings_exist_without_fresh_flag
     assert label_loop.datalab_hint("cv", flagged) is None  # the flags are there
 
 
+def test_datalab_hint_offers_a_training_runs_embeddings_on_the_same_data(home):
+    import json
+
+    from cifar_mtl.evidence.files import write_embeddings
+
+    rng = np.random.default_rng(0)
+    for run, fingerprint in (("cv", "abc"), ("other-data", "xyz"), ("trained", "abc")):
+        folder = home / "runs" / run
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"data_fingerprint": fingerprint}))
+        if run != "cv":
+            write_embeddings(folder, rng.normal(size=(5, 4)), rng.normal(size=(20, 4)))
+    plain = ranked([1], [0])
+    assert label_loop.datalab_hint("cv", plain, ["other-data"]) is None  # another dataset's embeddings
+    hint = label_loop.datalab_hint("cv", plain, ["cv", "other-data", "trained"])
+    assert "`python -m cifar_mtl mislabels --split train --run cv --datalab --embeddings-from trained`" in hint
+
+
 def test_a_ranking_is_recomputed_when_the_datalab_file_changes(home):
     from cifar_mtl.mislabels import DATALAB_FILE
 

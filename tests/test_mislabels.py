@@ -284,12 +284,39 @@ def test_datalab_without_training_embeddings_says_how_to_make_them(train_preds, 
     from cifar_mtl.runs import RunError
 
     folder = _crossval_home(tmp_path, train_preds, embeddings=False)
-    with pytest.raises(RunError, match=r"no training embeddings.*lacks.*write_embeddings"):
+    with pytest.raises(RunError, match=r"no training embeddings.*keeps no model.*--embeddings-from RUN_ID"):
         write_datalab("cv", tmp_path)
     (folder / "model.keras").write_bytes(b"")  # a run with a model: `evidence` can embed its images
     with pytest.raises(RunError, match=r"no training embeddings.*`python -m cifar_mtl evidence --run cv`"):
         write_datalab("cv", tmp_path)
     assert not (folder / DATALAB_FILE).exists()
+
+
+def test_datalab_takes_a_training_runs_embeddings_and_follows_them(train_preds, tmp_path):
+    import json
+    import shutil
+
+    from cifar_mtl.mislabels import DATALAB_FILE, read_datalab, write_datalab
+    from cifar_mtl.runs import RunError
+
+    folder = _crossval_home(tmp_path, train_preds)
+    trained = tmp_path / "runs" / "trained"
+    trained.mkdir()
+    shutil.move(folder / "embeddings.npz", trained / "embeddings.npz")  # cross-validation keeps no model
+    for run in (folder, trained):
+        (run / "metrics.json").write_text(json.dumps({"data_fingerprint": "abc"}))
+    lines = []
+    write_datalab("cv", tmp_path, log=lines.append, embeddings_from="trained")
+    assert "embeddings of run trained" in lines[0]
+    flags = read_datalab("cv", tmp_path)
+    assert flags is not None and flags.set_index("index").loc[20_100, "is_near_duplicate_issue"]
+    for name, age in [("runs/cv/train_predictions.parquet", 30), ("runs/cv/" + DATALAB_FILE, 20),
+                      ("runs/trained/embeddings.npz", 10)]:  # the training run's embeddings rewritten since
+        _aged(tmp_path / name, age)
+    assert read_datalab("cv", tmp_path) is None
+    (trained / "metrics.json").write_text(json.dumps({"data_fingerprint": "other"}))
+    with pytest.raises(RunError, match=r"'trained' was trained on another dataset than run 'cv'"):
+        write_datalab("cv", tmp_path, embeddings_from="trained")
 
 
 def test_damaged_datalab_file_names_the_command_that_rewrites_it(train_preds, tmp_path):

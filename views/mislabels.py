@@ -164,9 +164,10 @@ def train_split() -> None:
     c[3].metric("Datalab label issues", f"{figures['label_issues']:,}" if has_datalab else "-",
                 help="cleanlab Datalab on the first run's training embeddings, saved by "
                      "`mislabels --split train --datalab`" if has_datalab else
-                "Needs the first run's training embeddings and its saved Datalab flags "
-                "(`python -m cifar_mtl mislabels --split train --run RUN_ID --datalab`)")
-    if hint := label_loop.datalab_hint(run_ids[0], ranking):
+                "Needs training embeddings (the run's own, or a training run's) and the first run's saved "
+                "Datalab flags (`python -m cifar_mtl mislabels --split train --run RUN_ID --datalab "
+                "[--embeddings-from TRAINING_RUN]`)")
+    if hint := label_loop.datalab_hint(run_ids[0], ranking, loaders.complete_run_ids(loaders.run_table())):
         st.caption(hint)
     show_flash("verdict")
     if has_datalab:

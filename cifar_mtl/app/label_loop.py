@@ -59,16 +59,43 @@ def _has_train_embeddings(path: str, stamp) -> bool:
         return False
 
 
-def datalab_hint(run_id: str, ranking: pd.DataFrame) -> str | None:
-    """How to compute Datalab's flags when `run_id` has training embeddings but `ranking`
-    (its training ranking) has no flags, i.e. no fresh datalab.parquet; else None."""
+def _train_embeddings_of(run_id: str) -> bool:
+    path = runs.run_dir(run_id, runs.home().resolve()) / EMBEDDINGS_FILE
+    return _has_train_embeddings(str(path), _stamp(path))
+
+
+def embeddings_run_for(run_id: str, others) -> str | None:
+    """The run whose training embeddings Datalab can use for cross-validation run `run_id`:
+    `run_id` itself if it has some, else the first of `others` that has them and trained on
+    the same data (`data_fingerprint`); None when none has."""
+    from cifar_mtl.mislabels import check_same_dataset
+    from cifar_mtl.runs import RunError
+
+    if _train_embeddings_of(run_id):
+        return run_id
+    for other in others:
+        if other == run_id or not _train_embeddings_of(other):
+            continue
+        try:
+            check_same_dataset(run_id, other, runs.home().resolve())
+        except RunError:
+            continue
+        return other
+    return None
+
+
+def datalab_hint(run_id: str, ranking: pd.DataFrame, others=()) -> str | None:
+    """How to compute Datalab's flags when `ranking` (the training ranking of cross-validation
+    run `run_id`) has none (no fresh datalab.parquet) and training embeddings exist, in
+    `run_id` or in one of the training runs `others`; else None."""
     if "is_label_issue" in ranking.columns:
         return None
-    path = runs.run_dir(run_id, runs.home().resolve()) / EMBEDDINGS_FILE
-    if not _has_train_embeddings(str(path), _stamp(path)):
+    source = embeddings_run_for(run_id, others)
+    if source is None:
         return None
+    extra = "" if source == run_id else f" --embeddings-from {source}"
     return (f"Datalab's flags (label, outlier, near-duplicate) are not computed for run {run_id}'s current files. "
-            f"Compute them once with `python -m cifar_mtl mislabels --split train --run {run_id} --datalab` "
+            f"Compute them once with `python -m cifar_mtl mislabels --split train --run {run_id} --datalab{extra}` "
             "(it takes minutes on 50,000 images), then reload this page.")
 
 
