@@ -85,14 +85,15 @@ def precision_recall_at(ranked_index: np.ndarray, flipped: np.ndarray, n: int) -
     return float(hits / max(n, 1)), float(hits / max(len(flipped), 1))
 
 
-def run(config: dict, source: str, home: Path, folds: int, share: float, seed: int, log=print) -> dict:
+def run(config: dict, source: str, home: Path, folds: int, share: float, seed: int, log=print,
+        method: str = "normalized_margin") -> dict:
     """The whole benchmark; returns its figures."""
     from bench.no_evidence import without_evidence
     from cifar_mtl import labelsets, runs
     from cifar_mtl.cifar10 import load_cifar10
     from cifar_mtl.compare import compare_runs
     from cifar_mtl.config import make_config
-    from cifar_mtl.mislabels import load_train_predictions, rank_train_mislabels
+    from cifar_mtl.mislabels import METHODS, load_train_predictions, rank_train_mislabels
     from cifar_mtl.training.crossval import crossval
     from cifar_mtl.training.fit import train
 
@@ -103,10 +104,17 @@ def run(config: dict, source: str, home: Path, folds: int, share: float, seed: i
     log(f"flipped {len(flipped)} of {len(noisy_labels)} training labels (seed {seed})")
     base = {**config, "seed": seed}
     crossval(make_config({**base, "data_dir": str(noisy_dir)}), "noise-cv", k=folds, home_dir=home)
-    ranking = rank_train_mislabels(load_train_predictions("noise-cv", home))
+    cv = load_train_predictions("noise-cv", home)
     n = len(flipped)
-    precision, recall = precision_recall_at(ranking["index"].to_numpy(), flipped, n)
-    log(f"ranking: precision {precision:.3f}, recall {recall:.3f} at N = {n}")
+    other = {}
+    for name in METHODS:  # the label set takes `method`'s ranking; the others are reported beside it
+        ranked = rank_train_mislabels(cv, method=name)
+        p, r = precision_recall_at(ranked["index"].to_numpy(), flipped, n)
+        log(f"ranking by {name}: precision {p:.3f}, recall {r:.3f} at N = {n}")
+        if name == method:
+            ranking, precision, recall = ranked, p, r
+        else:
+            other[f"recall_at_n_{name}"] = r
     table = labelsets.from_ranking(ranking, n)
     version, _ = labelsets.save_label_set(table, "noise-top-n", home, source_runs=["noise-cv"],
                                           rule={"from_ranking": n}, built_by="bench_label_noise")
@@ -119,7 +127,8 @@ def run(config: dict, source: str, home: Path, folds: int, share: float, seed: i
     test = compare_runs(runs.load_predictions("noise-noisy", home), runs.load_predictions("noise-cleaned", home))
     cost = accuracy["clean"] - accuracy["noisy"]
     return {
-        "flipped": int(n), "precision_at_n": precision, "recall_at_n": recall,
+        "flipped": int(n), "method": method, "precision_at_n": precision, "recall_at_n": recall, **other,
+        "oos_accuracy": float(cv["correct"].mean()),
         "set_relabelled": int(len(table)), "set_fixes_flip": int(np.isin(table["index"], flipped).sum()),
         "accuracy_clean": accuracy["clean"], "accuracy_noisy": accuracy["noisy"],
         "accuracy_cleaned": accuracy["cleaned"], "noise_cost": cost,
@@ -138,6 +147,8 @@ def main(argv=None) -> int:
                    help="epochs of every run (default: the recipe's; warmup kept within them)")
     p.add_argument("--noise", type=float, default=0.05, help="share of training labels flipped (default 0.05)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="normalized_margin", choices=["normalized_margin", "self_confidence"],
+                   help="cleanlab score the label set's top N is taken by (default normalized_margin, the app's)")
     p.add_argument("--home", help="artifacts folder for the runs (default: a temporary one)")
     args = p.parse_args(argv)
     if not args.home:
@@ -163,7 +174,7 @@ def _main(args, home: Path) -> int:
     if args.epochs:
         config = {**config, "finetune_epochs": args.epochs,
                   "warmup_epochs": min(config.get("warmup_epochs", 0.0), args.epochs / 2)}
-    figures = run(config, source, home, args.folds or folds, args.noise, args.seed)
+    figures = run(config, source, home, args.folds or folds, args.noise, args.seed, method=args.method)
     for key, value in figures.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     print(f"targets: recall at N >= 0.8: {figures['recall_at_n'] >= 0.8}; "
