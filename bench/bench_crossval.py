@@ -127,8 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--blocks", type=int, help="A B B A blocks")
     args = p.parse_args(argv)
     for row in run(args.quick, args.folds, args.subset, args.epochs, args.blocks):
-        print(f"{row['name']}: {row['value']} {row['unit']} (target {row['target']}: "
-              f"{'met' if row['ok'] else 'missed'})")
+        verdict = "" if row["ok"] is None else f" (target {row['target']}: {'met' if row['ok'] else 'missed'})"
+        print(f"{row['name']}: {row['value']} {row['unit']}{verdict}")
     return 0
 
 
