@@ -86,7 +86,7 @@ def precision_recall_at(ranked_index: np.ndarray, flipped: np.ndarray, n: int) -
 
 
 def run(config: dict, source: str, home: Path, folds: int, share: float, seed: int, log=print,
-        method: str = "normalized_margin") -> dict:
+        method: str = "normalized_margin", action: str = "relabel") -> dict:
     """The whole benchmark; returns its figures."""
     from bench.no_evidence import without_evidence
     from cifar_mtl import labelsets, runs
@@ -115,9 +115,9 @@ def run(config: dict, source: str, home: Path, folds: int, share: float, seed: i
             ranking, precision, recall = ranked, p, r
         else:
             other[f"recall_at_n_{name}"] = r
-    table = labelsets.from_ranking(ranking, n)
+    table = labelsets.from_ranking(ranking, n, method=method, action=action)
     version, _ = labelsets.save_label_set(table, "noise-top-n", home, source_runs=["noise-cv"],
-                                          rule={"from_ranking": n}, built_by="bench_label_noise")
+                                          rule={"from_ranking": n, "action": action}, built_by="bench_label_noise")
     accuracy = {}
     with without_evidence():  # the accuracies are the figures; evidence would add minutes a run
         for name, values in (("clean", {"data_dir": source}), ("noisy", {"data_dir": str(noisy_dir)}),
@@ -129,7 +129,7 @@ def run(config: dict, source: str, home: Path, folds: int, share: float, seed: i
     return {
         "flipped": int(n), "method": method, "precision_at_n": precision, "recall_at_n": recall, **other,
         "oos_accuracy": float(cv["correct"].mean()),
-        "set_relabelled": int(len(table)), "set_fixes_flip": int(np.isin(table["index"], flipped).sum()),
+        "action": action, "set_rows": int(len(table)), "set_fixes_flip": int(np.isin(table["index"], flipped).sum()),
         "accuracy_clean": accuracy["clean"], "accuracy_noisy": accuracy["noisy"],
         "accuracy_cleaned": accuracy["cleaned"], "noise_cost": cost,
         "recovered_share": (accuracy["cleaned"] - accuracy["noisy"]) / cost if cost > 0 else float("nan"),
@@ -147,6 +147,8 @@ def main(argv=None) -> int:
                    help="epochs of every run (default: the recipe's; warmup kept within them)")
     p.add_argument("--noise", type=float, default=0.05, help="share of training labels flipped (default 0.05)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--action", default="relabel", choices=["relabel", "exclude"],
+                   help="what the automatic label set does with the top N (default relabel)")
     p.add_argument("--method", default="normalized_margin", choices=["normalized_margin", "self_confidence"],
                    help="cleanlab score the label set's top N is taken by (default normalized_margin, the app's)")
     p.add_argument("--home", help="artifacts folder for the runs (default: a temporary one)")
@@ -174,7 +176,7 @@ def _main(args, home: Path) -> int:
     if args.epochs:
         config = {**config, "finetune_epochs": args.epochs,
                   "warmup_epochs": min(config.get("warmup_epochs", 0.0), args.epochs / 2)}
-    figures = run(config, source, home, args.folds or folds, args.noise, args.seed, method=args.method)
+    figures = run(config, source, home, args.folds or folds, args.noise, args.seed, method=args.method, action=args.action)
     for key, value in figures.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     print(f"targets: recall at N >= 0.8: {figures['recall_at_n'] >= 0.8}; "

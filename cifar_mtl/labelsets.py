@@ -143,24 +143,32 @@ def build_label_set(
     )
 
 
-def from_ranking(ranking: pd.DataFrame, top_n: int, method: str = "normalized_margin") -> pd.DataFrame:
-    """An automatic label set: relabel the `top_n` most suspect training images to the
-    class the model suggests (standing in for reviewers, e.g. in the noise benchmark).
+def from_ranking(ranking: pd.DataFrame, top_n: int, method: str = "normalized_margin",
+                 action: str = "relabel") -> pd.DataFrame:
+    """An automatic label set from the `top_n` most suspect training images (standing in
+    for reviewers, e.g. in the noise benchmark): relabel each to the class the model
+    suggests, or exclude each from training (a wrong suspect then costs one image
+    instead of adding a wrong label).
 
     Args:
         ranking: `mislabels.rank_train_mislabels` output (most suspect first): index, label, suggested.
-        top_n: how many of the top rows to take; rows whose suggestion is their label are skipped.
+        top_n: how many of the top rows to take; to relabel, rows whose suggestion is their label are skipped.
+        action: "relabel" or "exclude".
 
     Returns:
         DataFrame with `LABELSET_COLUMNS`, reviewers "auto:<method>".
     """
     if not isinstance(top_n, (int, np.integer)) or isinstance(top_n, bool) or top_n < 1:
         raise LabelSetError(f"top_n must be a whole number of at least 1, got {top_n!r}")
+    if action not in ("relabel", "exclude"):
+        raise LabelSetError(f"action must be 'relabel' or 'exclude', got {action!r}")
     top = ranking.head(int(top_n))
-    top = top[top["suggested"].to_numpy() != top["label"].to_numpy()]
+    if action == "relabel":
+        top = top[top["suggested"].to_numpy() != top["label"].to_numpy()]
     n = len(top)
     stamp = pd.Timestamp.now(tz="UTC")
-    return _rows(top["index"].to_numpy(), np.full(n, "relabel"), top["suggested"].to_numpy(),
+    label = top["suggested"].to_numpy() if action == "relabel" else np.full(n, -1)
+    return _rows(top["index"].to_numpy(), np.full(n, action), label,
                  top["label"].to_numpy(), np.full(n, f"auto:{method}"), pd.DatetimeIndex([stamp] * n))
 
 

@@ -91,6 +91,17 @@ def test_from_ranking_relabels_the_top_n_to_the_suggestion():
     assert set(table["reviewers"]) == {"auto:normalized_margin"}
 
 
+def test_from_ranking_can_exclude_the_top_n_instead():
+    ranking = pd.DataFrame({"index": [40, 3, 17, 8], "label": [0, 3, 7, 8], "suggested": [7, 3, 6, 9]})
+    table = ls.from_ranking(ranking, top_n=3, method="self_confidence", action="exclude")
+    assert table["index"].tolist() == [3, 17, 40]  # every suspect leaves training, its suggestion aside
+    assert set(table["action"]) == {"exclude"} and set(table["reviewers"]) == {"auto:self_confidence"}
+    labels, excluded = ls.apply_label_set(np.arange(50) % 10, table)
+    assert excluded[[3, 17, 40]].all() and excluded.sum() == 3 and (labels == np.arange(50) % 10).all()
+    with pytest.raises(ls.LabelSetError, match="relabel' or 'exclude"):
+        ls.from_ranking(ranking, top_n=3, action="drop")
+
+
 def test_csv_round_trip_and_damage():
     table = ls.build_label_set(VOTES, given_labels=np.arange(50_000) % 10)
     text = ls.to_csv(table)
@@ -315,7 +326,7 @@ def test_noise_benchmark_quick_mode_runs_the_whole_loop(tmp_path, capsys):
         assert 0.0 <= float(figures[key]) <= 1.0
     assert "mcnemar_p_cleaned_vs_noisy" in figures and "targets: recall at N >= 0.8" in out
     cleaned = runs.load_metrics("noise-cleaned", tmp_path)
-    assert cleaned["label_set"] == "noise-top-n" and cleaned["relabelled"] == int(figures["set_relabelled"]) > 0
+    assert cleaned["label_set"] == "noise-top-n" and cleaned["relabelled"] == int(figures["set_rows"]) > 0
     assert runs.load_config("noise-noisy", tmp_path)["labels"] is None
     # all three runs were scored on the same, unchanged test labels
     tests = [runs.load_predictions(f"noise-{r}", tmp_path)["label"].to_numpy() for r in ("clean", "noisy", "cleaned")]
