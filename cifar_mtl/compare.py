@@ -99,8 +99,8 @@ def paired_scores(labels, pred_a, pred_b, confidence: float = 0.95) -> PairedSco
     return _scores(pred_a == labels, pred_b == labels, confidence)
 
 
-@dataclass
-class Comparison:
+@dataclass(frozen=True)
+class Comparison(PairedScores):
     """Run A against run B on the same N test images.
 
     `difference` is accuracy_b - accuracy_a; `n_fixed` counts images A got wrong and
@@ -108,17 +108,9 @@ class Comparison:
     exact test on those two counts. `confusion_diff` is B's confusion counts minus
     A's. `cross_group_*` count errors across the animal/vehicle line. `categories`
     (when tags were given) counts distinct error images per category for each run.
+    The `PairedScores` fields come first.
     """
 
-    n: int
-    accuracy_a: float
-    accuracy_b: float
-    ci_a: tuple
-    ci_b: tuple
-    difference: float
-    n_fixed: int
-    n_broken: int
-    p_value: float
     fixed: pd.DataFrame
     broken: pd.DataFrame
     per_class: pd.DataFrame
@@ -172,15 +164,7 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, tags: pd.DataFrame | None = N
     fixed_mask, broken_mask = ~ok_a & ok_b, ok_a & ~ok_b
     pair = _pair_table(a, b)
     return Comparison(
-        n=s.n,
-        accuracy_a=s.accuracy_a,
-        accuracy_b=s.accuracy_b,
-        ci_a=s.ci_a,
-        ci_b=s.ci_b,
-        difference=s.difference,
-        n_fixed=s.n_fixed,
-        n_broken=s.n_broken,
-        p_value=s.p_value,
+        **vars(s),
         fixed=pair[fixed_mask].reset_index(drop=True),
         broken=pair[broken_mask].reset_index(drop=True),
         per_class=_per_class(a, b),
