@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import struct
 import tarfile
 from pathlib import Path
 
@@ -48,6 +49,32 @@ def fake_images(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.clip(images, 0, 255).astype(np.uint8)
 
 
+class _Py2Pickler(pickle._Pickler):
+    """Protocol 2, with bytes written as Python 2 strings, as in the official files.
+
+    Python 3's own protocol 2 writes bytes as latin-1 text to be re-encoded on load,
+    which makes a generated 10,000-image batch several times slower to read than an
+    official one; benchmarks on generated files would then time the wrong thing.
+    """
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj: bytes):
+        n = len(obj)
+        if n < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def _dump(obj, path: Path) -> None:
+    with open(path, "wb") as f:
+        _Py2Pickler(f, protocol=2).dump(obj)
+
+
 def _batch(images: np.ndarray, labels: np.ndarray, name: str) -> dict:
     # The official files store each image as its R, G and B planes, row-major.
     data = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
@@ -59,6 +86,38 @@ def _batch(images: np.ndarray, labels: np.ndarray, name: str) -> dict:
     }
 
 
+def write_batches(folder: str | Path, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                  y_test: np.ndarray) -> Path:
+    """Write images in the official layout under `folder`; return the `cifar-10-batches-py` path.
+
+    Args:
+        x_train: (N, 32, 32, 3) uint8, N a multiple of 5 (the five training files hold N / 5 each).
+        y_train: (N,) labels 0..9.
+        x_test, y_test: the test images and labels, any number.
+
+    Beside the batches goes `cifar10.SIZES_FILE` with the sizes, without which the
+    loader wants the official 10,000 images per file.
+    """
+    n_per_batch, rest = divmod(len(x_train), len(TRAIN_BATCHES))
+    if rest or not n_per_batch or len(y_train) != len(x_train) or len(y_test) != len(x_test):
+        raise ValueError(f"{len(x_train)} training images for {len(y_train)} labels: give a positive multiple of "
+                         f"{len(TRAIN_BATCHES)} images, one label each (and one label per test image)")
+    out = Path(folder) / BATCH_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    for b, name in enumerate(TRAIN_BATCHES):
+        part = slice(b * n_per_batch, (b + 1) * n_per_batch)
+        _dump(_batch(x_train[part], y_train[part], name), out / name)
+    _dump(_batch(x_test, y_test, "test"), out / "test_batch")
+    meta = {
+        b"label_names": [n.encode() for n in CLASS_NAMES],
+        b"num_cases_per_batch": n_per_batch,
+        b"num_vis": 3072,
+    }
+    _dump(meta, out / "batches.meta")
+    (out / SIZES_FILE).write_text(json.dumps({"n_train_per_batch": n_per_batch, "n_test": len(x_test)}) + "\n")
+    return out
+
+
 def write_fake_cifar(
     folder: str | Path,
     n_train_per_batch: int = 20,
@@ -68,35 +127,23 @@ def write_fake_cifar(
 ) -> Path:
     """Write a small dataset in the official layout; return the `cifar-10-batches-py` path.
 
-    Labels cycle through the ten classes so every class is present. The folder also
-    holds `data.SIZES_FILE` with the sizes, without which the loader wants the
-    official 10,000 images per file. With `tar=True` also writes
+    Labels cycle through the ten classes so every class is present (see
+    `write_batches` for the files). With `tar=True` also writes
     `cifar-10-python.tar.gz` beside the folder (and returns the tarball).
     """
-    folder = Path(folder)
-    out = folder / BATCH_DIR
-    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    for b, name in enumerate(TRAIN_BATCHES):
+    x_train, y_train = [], []
+    for b in range(len(TRAIN_BATCHES)):
         labels = (np.arange(n_train_per_batch) + b) % NUM_CLASSES
         rng.shuffle(labels)
-        images = fake_images(labels, seed=seed * 100 + b)
-        with open(out / name, "wb") as f:
-            pickle.dump(_batch(images, labels, name), f, protocol=2)
-    labels = np.arange(n_test) % NUM_CLASSES
-    with open(out / "test_batch", "wb") as f:
-        pickle.dump(_batch(fake_images(labels, seed=seed * 100 + 99), labels, "test"), f, protocol=2)
-    meta = {
-        b"label_names": [n.encode() for n in CLASS_NAMES],
-        b"num_cases_per_batch": n_train_per_batch,
-        b"num_vis": 3072,
-    }
-    with open(out / "batches.meta", "wb") as f:
-        pickle.dump(meta, f, protocol=2)
-    # Tells the loader these batches are small on purpose (official ones hold 10,000 images).
-    (out / SIZES_FILE).write_text(json.dumps({"n_train_per_batch": n_train_per_batch, "n_test": n_test}) + "\n")
+        x_train.append(fake_images(labels, seed=seed * 100 + b))
+        y_train.append(labels)
+    y_test = np.arange(n_test) % NUM_CLASSES
+    x_test = fake_images(y_test, seed=seed * 100 + 99)
+    out = write_batches(folder, np.concatenate(x_train), np.concatenate(y_train), x_test, y_test)
     if not tar:
         return out
+    folder = Path(folder)
     tar_path = folder / "cifar-10-python.tar.gz"
     with tarfile.open(tar_path, "w:gz") as t:
         t.add(out, arcname=BATCH_DIR)

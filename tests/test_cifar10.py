@@ -19,6 +19,17 @@ def test_folder_source_matches_what_was_written(tmp_path):
     assert set(np.unique(ds.y_train)) == set(range(10))
 
 
+def test_generated_batches_store_pixels_as_python2_strings_like_the_official_files(tmp_path):
+    """Python 3's protocol 2 would store the pixels as latin-1 text (`_codecs.encode`), slow to read."""
+    folder = write_fake_cifar(tmp_path, n_train_per_batch=20, n_test=30)
+    raw = (folder / "data_batch_1").read_bytes()
+    assert b"_codecs" not in raw and pickle.BINSTRING in raw
+    for encoding in ("bytes", "latin1"):  # keras.datasets reads bytes keys, torchvision str keys
+        batch = pickle.loads(raw, encoding=encoding)
+        key = b"data" if encoding == "bytes" else "data"
+        assert batch[key].shape == (20, 3072) and batch[key].dtype == np.uint8
+
+
 def test_parent_folder_and_tarball_give_the_same_data(tmp_path):
     tar = write_fake_cifar(tmp_path, tar=True)
     a = load_cifar10(str(tmp_path))  # folder that holds cifar-10-batches-py
@@ -163,7 +174,7 @@ def test_numpy1_and_protocol5_pickles_still_load(tmp_path):
     folder = write_fake_cifar(tmp_path, n_test=20)
     expected = load_test_set(str(folder))
     with open(folder / "test_batch", "rb") as f:
-        batch = pickle.load(f)
+        batch = pickle.load(f, encoding="bytes")  # Python 2 strings, as in the official files
     raw = pickle.dumps(batch, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
     assert b"cnumpy.core.multiarray\n_reconstruct" in raw
     (folder / "test_batch").write_bytes(raw)
