@@ -241,8 +241,12 @@ def _run_fold(folder, config, data, folds, fold, k, done, cancel, log, progress_
     plan = [(s, e) for s, e, _ in fit.stages(config)]
     callback = FoldCallback(folder, fold, k, done, fold_dir, plan, steps, config.progress_interval, cancel, log)
     model, policy = _fit_fold(config, data, train_idx, val_idx, callback, cancel, progress_bar)
-    probs, animal = predict_arrays(model, data.x_train[held], config.tta, cancel=cancel)
-    test_probs, test_animal = predict_arrays(model, data.x_test, config.tta, cancel=cancel)
+    # One pass over held-out and test images: a second predict call would trace the
+    # model again for its last, shorter batch and restart the input pipeline.
+    both, both_animal = predict_arrays(model, np.concatenate([data.x_train[held], data.x_test]), config.tta,
+                                       cancel=cancel)
+    probs, test_probs = both[:len(held)], both[len(held):]
+    animal, test_animal = (None, None) if both_animal is None else (both_animal[:len(held)], both_animal[len(held):])
     if not (np.isfinite(probs).all() and np.isfinite(test_probs).all()):
         raise TrainingDiverged(f"fold {fold + 1}'s model predicts NaN probabilities; lower the learning rate")
     table = predictions_table(probs, data.y_train[held], animal, index=held)
