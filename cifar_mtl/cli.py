@@ -119,6 +119,20 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--exit-when-idle", action="store_true", help="exit when nothing is queued")
     w.add_argument("--python", default=sys.executable, help=argparse.SUPPRESS)  # the trainers' interpreter
 
+    vd = sub.add_parser("verdicts", help="mislabel verdicts from the command line: import a filled-in ranking, list")
+    vsub = vd.add_subparsers(dest="verdicts_command", required=True)
+    vdi = vsub.add_parser("import", help="save the verdicts of a CSV file: `mislabels --out FILE` with a 'verdict' "
+                                         "column (confirmed, rejected or unsure) filled where you judged")
+    vdi.add_argument("file", help="the CSV file; a confirmed row's right label: its 'new_label' cell (class name or "
+                                  "0-9), else the ranking's suggested class")
+    vdi.add_argument("--run", required=True, help="the run the file ranks (for --split train: a cross-validation run)")
+    vdi.add_argument("--reviewer", required=True, help="whose verdicts they are")
+    vdi.add_argument("--split", default="test", choices=["test", "train"])
+    vdl = vsub.add_parser("list", help="current verdicts, newest first")
+    vdl.add_argument("--run", help="only verdicts made on this run")
+    vdl.add_argument("--reviewer", help="only this reviewer's verdicts")
+    vdl.add_argument("--split", default="test", choices=["test", "train"])
+
     lb = sub.add_parser("labels", help="label sets: corrections of training labels built from verdicts")
     lsub = lb.add_subparsers(dest="labels_command", required=True)
     lbb = lsub.add_parser("build", help="build the next version of a label set from the training-image verdicts")
@@ -207,6 +221,8 @@ def _dispatch(args) -> int:
             return _db_copy(args)
         if args.command == "labels":
             return _labels(args)
+        if args.command == "verdicts":
+            return _verdicts(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -412,6 +428,11 @@ def _mislabels(args) -> int:
     print(path)
     print()
     print(mislabels_table(ranked))
+    if len(args.run) == 1 and not ranked.empty:
+        print(f"\nto review without the app: fill a 'verdict' column (confirmed, rejected or unsure; a "
+              f"'new_label' column for a label other than the suggested one) in {path.name}, then run "
+              f"`python -m cifar_mtl verdicts import {path} --run {args.run[0]} --split {args.split} "
+              "--reviewer NAME`")
     return EXIT_OK
 
 
@@ -434,18 +455,27 @@ def _compare(run_ids: list[str]) -> int:
     return EXIT_OK
 
 
-def _test_verdicts():
-    """Every reviewer's current verdicts on test images (`ReviewStore.current_mislabels()`);
-    an empty table when the home has no review database yet (none is created for a read)."""
+def _existing_review_target():
+    """The review database to read, or None when the home has none yet (none is created for a read)."""
     from pathlib import Path
 
-    import pandas as pd
-
     from cifar_mtl.stores.database import default_target, is_postgres_url, legacy_path
-    from cifar_mtl.stores.reviews import ReviewStore
 
     target = default_target()
     if not is_postgres_url(target) and not (Path(target).is_file() or legacy_path(target).is_file()):
+        return None
+    return target
+
+
+def _test_verdicts():
+    """Every reviewer's current verdicts on test images (`ReviewStore.current_mislabels()`);
+    an empty table when the home has no review database yet."""
+    import pandas as pd
+
+    from cifar_mtl.stores.reviews import ReviewStore
+
+    target = _existing_review_target()
+    if target is None:
         return pd.DataFrame()
     with ReviewStore(target) as store:
         return store.current_mislabels()
@@ -680,6 +710,50 @@ def mislabels_table(ranked, rows: int = MISLABEL_ROWS) -> str:
 
 
 # --- workers and the team database ------------------------------------------------------
+
+
+def _verdicts(args) -> int:
+    """`verdicts import|list`: review mislabel suspects without the app (cifar_mtl.verdicts)."""
+    from cifar_mtl.labels import CLASS_NAMES
+    from cifar_mtl.stores.database import default_target
+    from cifar_mtl.stores.reviews import ReviewStore
+
+    if args.verdicts_command == "import":
+        from cifar_mtl import verdicts
+
+        check_runs_exist([args.run])
+        labels = verdicts.run_labels(args.run, args.split)
+        table = verdicts.read_verdicts(args.file, labels)
+        if table.empty:
+            print(f"no verdicts in {args.file}: fill its 'verdict' column (confirmed, rejected or unsure) on the "
+                  "rows you judged, then import it again", file=sys.stderr)
+            return EXIT_FAILED
+        with ReviewStore(default_target()) as store:
+            counts = verdicts.record_verdicts(store, args.run, table, args.reviewer, args.split, labels)
+        by_kind = table["verdict"].value_counts()
+        kinds = ", ".join(f"{by_kind[k]} {k}" for k in ("confirmed", "rejected", "unsure") if k in by_kind)
+        print(f"{counts['saved']} verdict(s) saved for {args.reviewer} on {args.split} images of {args.run} ({kinds}); "
+              f"{counts['unchanged']} already given")
+        if args.split == "train":
+            print(f"build a label set from them with: python -m cifar_mtl labels build --name NAME --run {args.run}")
+        return EXIT_OK
+    if args.run:
+        check_runs_exist([args.run])
+    target = _existing_review_target()
+    if target is None:
+        df = None
+    else:
+        with ReviewStore(target) as store:
+            df = store.current_mislabels(run_id=args.run, reviewer=args.reviewer, split=args.split)
+    if df is None or df.empty:
+        print(f"no {args.split} verdicts yet" + (f" on {args.run}" if args.run else ""))
+        return EXIT_OK
+    df = df.sort_values("at", ascending=False)
+    df["label_name"] = [MISSING if is_missing(v) else CLASS_NAMES[int(v)] for v in df["suggested_label"]]
+    headers = {"index": "image", "reviewer": "reviewer", "verdict": "verdict", "label_name": "label",
+               "run_id": "run", "at": "at"}
+    print(format_table(df, headers, formats={"at": short_time}, widths={"run_id": 40}))
+    return EXIT_OK
 
 
 def _labels(args) -> int:
