@@ -187,8 +187,11 @@ def test_mislabels_prints_the_top_of_the_ranking(home, capsys):
     assert len(ranked) == 25
     assert lines[2] == "Most suspect labels (10 of 25, lowest label quality first):"
     assert lines[3].split() == ["rank", "image", "given", "label", "suggested", "label", "label", "quality"]
-    rows = [ln.split() for ln in lines[4:]]
+    table_end = lines.index("", 4)
+    rows = [ln.split() for ln in lines[4:table_end]]
     assert len(rows) == 10
+    assert lines[table_end + 1].startswith("to review without the app:")
+    assert "verdicts import" in lines[table_end + 1]
     for row, (_, want) in zip(rows, ranked.head(10).iterrows()):
         assert row == [str(want["rank"]), str(want["index"]), want["label_name"], want["suggested_name"],
                        f"{want['quality']:.4f}"]
