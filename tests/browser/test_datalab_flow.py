@@ -10,7 +10,7 @@ import sys
 
 from cifar_mtl.mislabels import read_datalab
 from tests.app_fixture import APP
-from tests.browser.support import assert_clean, goto, keyed, settle, shot
+from tests.browser.support import assert_clean, goto, keyed, settle, shot, wait_for
 from tests.label_loop_fixture import TWINS, add_train_embeddings
 
 
@@ -40,11 +40,19 @@ def test_datalab_command_then_filter(app, crossval_run, page):
     keyed(page, "ml_split").get_by_text("train", exact=True).click()
     settle(page)
     keyed(page, "ml_train_issues").get_by_text("near-duplicate", exact=True).click()
+    flagged = set(TWINS[0]) | set(TWINS[1]) | set(read_datalab(run_id, fx.home).query("is_near_duplicate_issue")["index"])
+
+    def listed() -> list[int]:
+        text = page.locator("[data-testid='stMain']").inner_text()
+        return [int(m) for m in re.findall(r"^\d+\. #(\d+)", text, re.M)]
+
+    # Under load the click's rerun may not have begun when settle() looks: wait for the
+    # list itself to hold flagged images only (a filter that does nothing times out here).
+    wait_for(lambda: listed() and set(listed()) <= flagged, what="the list to show near-duplicates only")
     settle(page)
     assert page.get_by_text(command).count() == 0
-    shown = [int(m) for m in re.findall(r"^\d+\. #(\d+)", page.locator("[data-testid='stMain']").inner_text(), re.M)]
-    twins = set(TWINS[0]) | set(TWINS[1])
-    assert shown and set(shown) <= twins | set(read_datalab(run_id, fx.home).query("is_near_duplicate_issue")["index"])
+    shown = listed()
+    assert shown and set(shown) <= flagged
     assert page.get_by_text("Datalab: ").count() == len(shown)
     assert_clean(page)
     shot(page, "datalab-2-filtered")
