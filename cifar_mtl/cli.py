@@ -184,9 +184,23 @@ def _image_index(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        sys.stdout.flush()  # here, not at exit, so that a reader gone away is caught below
+        return code
     except KeyboardInterrupt:
         return EXIT_CANCELLED
+    except BrokenPipeError:
+        # The reader closed the pipe (`... | head`): stop quietly, as other command-line tools do.
+        _stdout_to_devnull()
+        return EXIT_FAILED
+
+
+def _stdout_to_devnull() -> None:
+    """Point file descriptor 1 at /dev/null, so that the flush at exit has somewhere to go."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor (a test's capture)
+        pass
 
 
 def _dispatch(args) -> int:
@@ -226,6 +240,8 @@ def _dispatch(args) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # not an error of the command's: main() ends quietly
     # UserError: every library error meant for people (ConfigError, RunError, DataError,
     # ReviewError, ...); ValueError: a bad run id; OSError: a file that cannot be read or written.
     except (UserError, ValueError, OSError) as exc:

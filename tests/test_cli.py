@@ -281,3 +281,21 @@ def test_clip():
     assert cli.clip("abcdef", 10) == "abcdef"
     assert cli.clip("abcdefghijkl", 8) == "abcde..."
     assert cli.clip("abc", None) == "abc"
+
+
+# --- a reader that goes away -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["runs"], ["mislabels", "--run", "a", "--top", "25"]])
+def test_a_closed_pipe_ends_the_command_quietly(home, command):
+    # As in `cifar-mtl runs | head -1` once head has exited: every write to stdout fails.
+    make_fake_run("a", home, n=200, seed=3)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "cifar_mtl", *command], stdout=write_end, stderr=subprocess.PIPE,
+                              env={**os.environ, "CIFAR_MTL_HOME": str(home)}, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == cli.EXIT_FAILED
+    assert done.stderr == ""  # no "error: [Errno 32] Broken pipe", no traceback
