@@ -198,9 +198,15 @@ def main(argv: list[str] | None = None) -> int:
 def _stdout_to_devnull() -> None:
     """Point file descriptor 1 at /dev/null, so that the flush at exit has somewhere to go."""
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # a stdout without a file descriptor (a test's capture)
         pass
+    finally:
+        os.close(devnull)
 
 
 def _dispatch(args) -> int:
@@ -908,6 +914,8 @@ def jobs_main(argv: list[str]) -> int:
         print(f"error: the job database {db_path} cannot be used right now ({exc}); try again, "
               "and if it persists check the file and its folder", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        raise  # the reader went away, not the home: main() ends quietly
     except OSError as exc:  # e.g. a home that cannot be created or written
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}; check that the artifacts home "

@@ -286,7 +286,7 @@ def test_clip():
 # --- a reader that goes away -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [["runs"], ["mislabels", "--run", "a", "--top", "25"]])
+@pytest.mark.parametrize("command", [["runs"], ["mislabels", "--run", "a", "--top", "25"], ["jobs", "list"]])
 def test_a_closed_pipe_ends_the_command_quietly(home, command):
     # As in `cifar-mtl runs | head -1` once head has exited: every write to stdout fails.
     make_fake_run("a", home, n=200, seed=3)
