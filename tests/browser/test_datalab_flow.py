@@ -48,7 +48,7 @@ def test_datalab_command_then_filter(app, crossval_run, page):
 
     # Under load the click's rerun may not have begun when settle() looks: wait for the
     # list itself to hold flagged images only (a filter that does nothing times out here).
-    wait_for(lambda: listed() and set(listed()) <= flagged, what="the list to show near-duplicates only")
+    wait_for(lambda: (now := listed()) and set(now) <= flagged, what="the list to show near-duplicates only")
     settle(page)
     assert page.get_by_text(command).count() == 0
     shown = listed()
