@@ -176,14 +176,14 @@ def run(quick: bool = False) -> list[dict]:
     from streamlit.testing.v1 import AppTest
 
     from cifar_mtl.app import loaders
-    from tests.app_fixture import APP
+    from tests.app_fixture import NAVIGATION
 
     repeats = 3 if quick else 7
     with restored_environ("CIFAR_MTL_HOME", "CIFAR10_DIR"):
         with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
             _prepare(Path(tmp))
             rows = [_pictures_row()]
-            at = AppTest.from_file(str(APP), default_timeout=120)
+            at = AppTest.from_file(str(NAVIGATION), default_timeout=120)
             at.query_params["reviewer"] = REVIEWER
             at.run()
             rows += _page_rows(at, repeats)

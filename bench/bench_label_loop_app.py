@@ -57,14 +57,14 @@ def _prepare(root: Path) -> tuple[str, list[int]]:
 def run(quick: bool = False) -> list[dict]:
     from streamlit.testing.v1 import AppTest
 
-    from tests.app_fixture import APP
+    from tests.app_fixture import NAVIGATION
 
     repeats = 3 if quick else 7
     rows = []
     with (restored_environ("CIFAR_MTL_HOME", "CIFAR10_DIR"),
           tempfile.TemporaryDirectory(prefix="bench-label-loop-") as tmp):
         run_id, suspects = _prepare(Path(tmp))
-        at = AppTest.from_file(str(APP), default_timeout=300)
+        at = AppTest.from_file(str(NAVIGATION), default_timeout=300)
         at.query_params["reviewer"] = "carol"
         at.run()
         at.switch_page("views/mislabels.py").run()

@@ -129,9 +129,9 @@ def app_child() -> int:
     """In the child: render every page of the app once; print each, return 1 on a page error."""
     from streamlit.testing.v1 import AppTest
 
-    from tests.app_fixture import APP
+    from tests.app_fixture import NAVIGATION
 
-    at = AppTest.from_file(str(APP), default_timeout=300)
+    at = AppTest.from_file(str(NAVIGATION), default_timeout=300)
     at.query_params["reviewer"] = "bench"
     at.run()
     failed = []

@@ -18,7 +18,8 @@ from pathlib import Path
 from cifar_mtl.runs import CONFIG_FILE, PREDICTIONS_FILE, atomic_write_json, run_dir, write_status
 from cifar_mtl.synthetic import make_fake_run, write_fake_cifar
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
+APP = Path(__file__).resolve().parent.parent / "app.py"  # what `streamlit run` serves (st.App)
+NAVIGATION = APP.parent / "navigation.py"  # the script it runs for every page: what AppTest runs
 
 # (run id, variant, accuracy, seed); newest last, since list_runs orders by start time.
 DEFAULT_RUNS = (("single-a", "single", 0.7, 1), ("multi-b", "multitask", 0.8, 2))

@@ -11,7 +11,7 @@ import pytest
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from tests.app_fixture import APP, break_run
+from tests.app_fixture import NAVIGATION, break_run
 from cifar_mtl import analysis
 from cifar_mtl.app import figures, loaders, messages, sidebar, state
 from cifar_mtl.compare import compare_runs, compare_with_corrections
@@ -26,7 +26,7 @@ TIMEOUT = 60  # seconds per script run; the first run imports plotly and pandas
 
 
 def open_app(page: str | None = None, reviewer: str | None = None, run_id: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(NAVIGATION), default_timeout=TIMEOUT)
     if reviewer:
         at.query_params["reviewer"] = reviewer
     if run_id:

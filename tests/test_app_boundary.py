@@ -12,7 +12,7 @@ from cifar_mtl.cifar10 import load_cifar10
 from cifar_mtl.runs import load_predictions, run_dir
 from cifar_mtl.stores.database import default_path
 from cifar_mtl.stores.reviews import ReviewStore
-from tests.app_fixture import APP, build_home
+from tests.app_fixture import APP, NAVIGATION, build_home
 from tests.evidence_fixture import tag_like_a_reviewer, write_evidence
 
 PAGES = ("overview", "errors", "review", "map", "slices", "mislabels", "compare", "export", "retrain",
@@ -22,7 +22,7 @@ SCRIPT = f"""
 import sys
 from streamlit.testing.v1 import AppTest
 
-at = AppTest.from_file({str(APP)!r}, default_timeout=120)
+at = AppTest.from_file({str(NAVIGATION)!r}, default_timeout=120)
 at.query_params["reviewer"] = "ada"
 at.query_params["run_id"] = "multi-b"
 at.run()

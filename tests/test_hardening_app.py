@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from cifar_mtl.app.messages import escape_markdown
 from cifar_mtl.jobs import JobRunner
 from cifar_mtl.runs import STATUS_FILE, atomic_write_json, run_dir
-from tests.app_fixture import APP
+from tests.app_fixture import APP, NAVIGATION
 
 TIMEOUT = 60
 IMAGE = "![x](http://127.0.0.2:9/p.png)"  # an image would make every viewer's browser fetch this
@@ -33,7 +33,7 @@ def assert_no_live_markup(at: AppTest) -> None:
 
 
 def open_page(page: str, **query) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(NAVIGATION), default_timeout=TIMEOUT)
     for key, value in query.items():
         at.query_params[key] = value
     at.run()
@@ -111,6 +111,6 @@ def test_an_unreadable_runs_folder_still_shows_getting_started(tmp_path, monkeyp
     home.mkdir()
     (home / "runs").write_text("not a folder")  # listing it fails
     monkeypatch.setenv("CIFAR_MTL_HOME", str(home))
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(str(NAVIGATION), default_timeout=TIMEOUT).run()
     assert not at.exception, [e.value for e in at.exception]
     assert [t.value for t in at.title] == ["Getting started"]

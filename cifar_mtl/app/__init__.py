@@ -1,4 +1,4 @@
-"""Everything Streamlit: the app's building blocks, shared by `app.py` and the views in `views/`.
+"""Everything Streamlit: the app's building blocks, shared by `navigation.py` and the views in `views/`.
 
 The only package of `cifar_mtl` that imports Streamlit, and it never imports TensorFlow.
 One module per concern:
@@ -13,7 +13,8 @@ One module per concern:
 - `retrain_form`: the Retrain form's fields, values and problems, driven by `config.SETTINGS`;
 - `evidence_panel`: an error's evidence (saliency, badges, nearest training images);
 - `label_loop`: the Mislabels train split's and Label sets' tables;
-- `map_thumbnails`: the Map's hover pictures, written as static files.
+- `map_thumbnails`: the Map's hover pictures, written as static files;
+- `server`: the middleware `app.py` serves the app with (the server's address in each page).
 
 Views only lay out a screen from these and the library's analyses.
 """

@@ -22,10 +22,6 @@ CHROMIUM_ARGS = [
 OUT = APP.parent / "test-output"
 WAIT_MS = 30_000
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-# Streamlit's frontend first looks for its server under a sub-page's own path, then at
-# the root (streamlit/streamlit#7074, open upstream): these two 404s on a deep link are
-# that probe, not the app's. Any other failed request fails the test.
-KNOWN_PROBE = re.compile(r"^/[a-z]+/_stcore/(health|host-config)$")
 # An image of a script run that a newer run has replaced is dropped by Streamlit's media
 # store before the browser asks for it; what a reviewer sees is checked instead: every
 # image on the page once the run is over (`assert_clean`).
@@ -73,8 +69,7 @@ class Requests:
 
     def on_response(self, response) -> None:
         path = urlparse(response.url).path
-        if response.status >= 400 and not (KNOWN_PROBE.match(path) or
-                                           response.status == 404 and SUPERSEDED_MEDIA.match(path)):
+        if response.status >= 400 and not (response.status == 404 and SUPERSEDED_MEDIA.match(path)):
             self.failed.append(f"{response.url} ({response.status})")
 
     def assert_local(self) -> None:

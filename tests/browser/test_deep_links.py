@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 from tests.browser.support import assert_clean, settle, shot
 
@@ -25,6 +25,26 @@ def test_every_page_opens_cleanly_by_address(app, page):
         assert page.get_by_role("textbox", name="Your name (reviewer)").input_value() == "zoe", path
         assert page.url.startswith(f"{url}/{path}?"), page.url
         shot(page, f"deep-link-{path}")
+
+
+def test_a_sub_page_finds_its_server_at_the_root_without_a_search(app, page):
+    # Without the server's address in the page, Streamlit's frontend asked the sub-page's
+    # own path for /queue/_stcore/health and /host-config first (two 404s) on every deep
+    # link and every reload (streamlit/streamlit#7074).
+    url, _ = app
+    asked = []
+    page.on("request", lambda request: asked.append(urlparse(request.url).path))
+    page.on("websocket", lambda socket: asked.append(urlparse(socket.url).path))
+    page.goto(f"{url}/queue?run_id=multi-b&reviewer=zoe")
+    page.get_by_role("heading", name="Review").first.wait_for()
+    settle(page)
+    page.reload()
+    page.get_by_role("heading", name="Review").first.wait_for()
+    settle(page)
+    assert_clean(page)
+    server = [path for path in asked if "_stcore" in path]
+    assert "/_stcore/health" in server and "/_stcore/stream" in server, server
+    assert all(path.startswith("/_stcore/") for path in server), server
 
 
 def test_the_root_address_opens_overview_and_keeps_the_query(app, page):
