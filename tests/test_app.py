@@ -292,6 +292,23 @@ def test_compare_shows_the_corrected_labels_row_after_a_verdict(fx):
     assert not at.info
 
 
+def test_compare_categories_are_named_by_run_and_counted_in_whole_images(fx):
+    a, b = load_predictions("single-a"), load_predictions("multi-b")
+    store = ReviewStore(default_path(fx.home))
+    for run_id, preds in (("single-a", a), ("multi-b", b)):
+        wrong = preds.loc[~preds["correct"], "index"].head(2).astype(int)
+        for index in wrong:
+            store.tag(run_id, int(index), "clutter", "ada")
+
+    at = open_app("compare", reviewer="ada")
+    table = at.dataframe[-1].value
+    assert table.columns.tolist() == ["A single-a", "B multi-b"]
+    assert table.loc["clutter"].tolist() == [2, 2]
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart") if "cmp_categories" in c.proto.id]
+    assert [t["name"] for t in charts[0]["data"]] == ["A single-a", "B multi-b"]
+    assert charts[0]["layout"]["yaxis"]["tickformat"] == ",d"  # no 0.5 images
+
+
 def test_export_contains_the_tags_and_keeps_a_copy(fx):
     at = open_app("export", reviewer="ada")
     assert any("Nothing to export yet" in m for m in texts(at.info))

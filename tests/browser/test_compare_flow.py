@@ -33,6 +33,12 @@ def test_two_runs_picked_show_the_librarys_figures(app, page):
     assert values[:5] == [f"{cmp.accuracy_a:.2%}", f"{cmp.accuracy_b:.2%}", f"{cmp.p_value:.3g}",
                           f"{cmp.n_fixed:,}", f"{cmp.n_broken:,}"], values
     assert page.get_by_text("A = multi-b").first.is_visible()
+    # The gallery of fixed images: every thumbnail drawn at one size.
+    gallery = page.locator("[data-testid='stTabPanel']:visible [data-testid='stImage'] img")
+    wait_for(lambda: gallery.count() > 1, what="the Fixed by B gallery")
+    sizes = {(round(box["width"]), round(box["height"])) for box in
+             (gallery.nth(i).bounding_box() for i in range(gallery.count()))}
+    assert len(sizes) == 1, sizes
     # No verdict yet: the page says the figures are on the original labels, and shows no table.
     assert page.get_by_text("No reviewer has a verdict on these test images yet").first.is_visible()
     assert page.locator("[data-testid='stTable']").count() == 0

@@ -8,7 +8,8 @@ from tests.browser.support import assert_clean, settle, shot
 
 PAGES = {"runs": "Overview", "browse": "Errors", "queue": "Review", "map": "Map", "slices": "Slices",
          "suspects": "Suspected mislabels",
-         "versus": "Compare runs", "csv": "Export", "jobs": "Retrain", "start": "Getting started"}
+         "versus": "Compare runs", "csv": "Export", "jobs": "Retrain", "labelsets": "Label sets",
+         "start": "Getting started"}
 
 
 def test_every_page_opens_cleanly_by_address(app, page):

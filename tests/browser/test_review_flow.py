@@ -74,3 +74,11 @@ def test_keys_notes_undo_and_a_second_reviewer_in_another_tab(app, browser, page
     history = store.history()
     assert len(history) == 6  # 3 adds by ada, her undo, her note, bob's add
     assert set(history["run_id"]) == {"multi-b"}
+
+    # Rebuilding the queue drops the image ada has tagged since the queue was made.
+    before = int(position(page).split(" of ")[1])
+    page.get_by_role("button", name="Rebuild the queue").click()
+    wait_for(lambda: position(page) == f"1 of {before - 1}", what="the rebuilt queue")
+    settle(page)
+    assert image_index(page) != first
+    assert_clean(page)
