@@ -88,6 +88,24 @@ def test_overview_lists_every_run_with_its_figures(fx):
     assert any(m.value == f"0 of {n_errors:,}" for m in at.metric)
 
 
+def test_overview_curves_start_with_finished_runs_and_name_runs_without_the_metric(fx):
+    from cifar_mtl.runs import HISTORY_FILE, write_status
+    from cifar_mtl.synthetic import make_fake_run
+
+    write_status(make_fake_run("failed-c", fx.home, n=200, accuracy=0.5, seed=3), "failed", error="diverged")
+    no_val = make_fake_run("noval-d", fx.home, n=200, accuracy=0.6, seed=4)
+    (no_val / HISTORY_FILE).write_text("stage,epoch,class_accuracy,loss\nfinetune,1,0.5,1.0\n")
+    at = open_app(reviewer="ada")
+    assert at.selectbox(key="ov_metric").value == "val_class_accuracy"
+    shown = at.multiselect(key="ov_runs")
+    assert set(shown.value) == {"single-a", "multi-b"}  # not the failed run, not the one without val metrics
+    assert {"failed-c", "noval-d"} <= set(shown.options)  # both can still be picked
+    assert any(t.startswith("Runs without `val_class_accuracy`: noval-d.") for t in texts(at.caption))
+    # Both accuracy columns in one format: percent with two decimals.
+    config = json.loads(at.dataframe[0].proto.columns)
+    assert config["accuracy"]["type_config"]["format"] == config["corrected accuracy"]["type_config"]["format"] == "%.2f%%"
+
+
 # --- Errors: filters, grid, detail ------------------------------------------------------------
 
 
