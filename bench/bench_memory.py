@@ -7,7 +7,7 @@ small wrapper process (see `WRAPPER`), so nothing else is counted:
   multitask, from scratch) on a stratified subset for one epoch, then its
   predictions for the test set (10,000 images: CIFAR-10 from `CIFAR10_DIR` when set,
   else a generated dataset of that size);
-- app: every page of `app.py` rendered once with Streamlit's AppTest against a
+- app: every page of `navigation.py` rendered once with Streamlit's AppTest against a
   generated home with a single-task and a multitask run of 10,000 test images each
   and their 10,000 generated images (the pages' caches, thumbnails, cleanlab and the
   comparison all loaded). AppTest runs the scripts without the web server, which

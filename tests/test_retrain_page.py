@@ -1,4 +1,4 @@
-"""The Retrain page, run on its own with AppTest (no app.py needed)."""
+"""The Retrain page, run on its own with AppTest (no navigation.py needed)."""
 
 import json
 import re

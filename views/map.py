@@ -14,7 +14,7 @@ from cifar_mtl.app.sidebar import open_run_page
 PAGE_KEY = "map_page"
 SHOWN = {"all": "all test images", "errors": "errors only"}
 MOUSE = {figures.BOX: "box", figures.CLICK: "click a point"}
-# Streamlit serves `static/` next to app.py at app/static/ (server.enableStaticServing).
+# Streamlit serves `static/` next to navigation.py (and app.py) at app/static/ (server.enableStaticServing).
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
 run_id, preds = open_run_page("Map")

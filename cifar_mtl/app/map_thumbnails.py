@@ -109,7 +109,7 @@ def prepare(images: np.ndarray, static_dir: str | Path, url_root: str, progress=
 
     Args:
         images: the test images, (N, 32, 32, 3) uint8, in test-set order.
-        static_dir: the app's static folder (`static/` next to `app.py`).
+        static_dir: the app's static folder (`static/` next to `navigation.py` and `app.py`).
         url_root: the URL the static folder is served under, e.g. "/app/static".
         progress: called with the number of files written so far, every few hundred.
 

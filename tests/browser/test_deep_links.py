@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlparse
 
+import pytest
+
+from cifar_mtl.app.server import page_path, with_address
+
 from tests.browser.support import assert_clean, settle, shot
 
 PAGES = {"runs": "Overview", "browse": "Errors", "queue": "Review", "map": "Map", "slices": "Slices",
@@ -69,3 +73,20 @@ def test_markdown_in_the_address_is_shown_as_text(app, page):
     assert_clean(page)
     assert page.get_by_text(f"by {name}").count() >= 1
     assert page.locator("img[src*='127.0.0.2']").count() == 0
+
+
+@pytest.mark.parametrize(("address", "request_path", "base_url_path", "server"), [
+    ("/queue?run_id=a&reviewer=b", "/queue", "", "/"),
+    ("/", "/", "", "/"),
+    ("/tools/cifar/queue", "/tools/cifar/queue", "tools/cifar", "/tools/cifar/"),  # server.baseUrlPath
+    ("/tools/cifar/", "/tools/cifar/", "tools/cifar", "/tools/cifar/"),
+    ("/cifar/queue", "/queue", "", "/cifar/"),  # a proxy serves the app under /cifar/ and strips it
+])
+def test_the_page_script_finds_the_server_from_the_browsers_address(browser, address, request_path, base_url_path,
+                                                                    server):
+    # The page as the middleware writes it for `request_path`, served at `address` by a route.
+    html = with_address(b"<html><head></head><body></body></html>", page_path(request_path, base_url_path))
+    tab = browser.new_page()
+    tab.route("http://127.0.0.1:9/**", lambda route: route.fulfill(body=html, content_type="text/html"))
+    tab.goto(f"http://127.0.0.1:9{address}")
+    assert tab.evaluate("window.__streamlit.BACKEND_BASE_URL") == f"http://127.0.0.1:9{server}"
