@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import os
-import subprocess
-import sys
 import urllib.request
 
 import pytest
 
 from cifar_mtl.app import server as app_server
 from cifar_mtl.app.server import ServerAddress, address_script, page_path, with_address
-from tests.app_fixture import APP
-from tests.browser.support import free_port, wait_healthy
+from tests.browser.support import running_app
 
 PAGE = b"<!doctype html><html><head><title>x</title></head><body></body></html>"
 
@@ -121,16 +117,9 @@ def test_the_app_opens_in_the_browser_unless_headless(monkeypatch, headless):
     assert opened == ([] if headless else ["http://127.0.0.1:8765"])
 
 
-def test_streamlit_run_app_py_serves_pages_with_the_address():
+def test_streamlit_run_app_py_serves_pages_with_the_address(tmp_path):
     # app.py must stay an st.App with the middleware: AppTest runs navigation.py and would not notice.
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port", str(port)],
-        cwd=APP.parent, env={**os.environ, "PYTHONPATH": str(APP.parent)}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, server)
+    with running_app({"CIFAR_MTL_HOME": str(tmp_path)}) as url:
         for extra in ({}, {"If-None-Match": "*"}):
             request = urllib.request.Request(f"{url}/queue?reviewer=ada", headers={"Accept": "text/html", **extra})
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -138,6 +127,3 @@ def test_streamlit_run_app_py_serves_pages_with_the_address():
                 assert b'var page="queue"' in response.read()
         with urllib.request.urlopen(f"{url}/_stcore/health", timeout=30) as response:
             assert b"BACKEND_BASE_URL" not in response.read()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -1,21 +1,19 @@
 """The browser suite's fixtures: `streamlit run app.py` on a fixture home, and chromium tabs.
 
 Every tab records the requests it makes: a test fails when any leaves 127.0.0.1, when a
-request fails other than the two known ones below, or when a page shows an exception,
+request fails, or when a page shows an exception,
 an unexpected error box or a dialog (`support.assert_clean`).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from cifar_mtl.cifar10 import load_cifar10
 from cifar_mtl.runs import load_predictions, run_dir
-from tests.app_fixture import APP, build_home
+from tests.app_fixture import build_home
 from tests.evidence_fixture import write_evidence
 from tests.label_loop_fixture import add_crossval_run
 from tests.browser import support
@@ -41,23 +39,8 @@ def app(tmp_path, request):
     fx = build_home(tmp_path, n=marker.args[0] if marker else 200)
     train_labels = load_cifar10(str(fx.data), allow_download=False).y_train
     write_evidence(run_dir("multi-b", fx.home), load_predictions("multi-b", fx.home), train_labels)
-    port = support.free_port()
-    env = {**os.environ, **fx.env(), "PYTHONPATH": str(APP.parent)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=APP.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        support.wait_healthy(url, server)
+    with support.running_app(fx.env()) as url:
         yield url, fx
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.fixture

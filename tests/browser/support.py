@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -46,6 +48,28 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90.0) -> N
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"streamlit did not answer at {url} within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def running_app(env: dict[str, str]):
+    """`streamlit run app.py` on a free port with `env` added to this process's; yields its base url."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+         "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=APP.parent, env={**os.environ, "PYTHONPATH": str(APP.parent), **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 class Requests:
